@@ -1,0 +1,1 @@
+"""Probes and the synthetic-vs-natural comparison (see the evaluation issue)."""

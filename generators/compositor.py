@@ -1,0 +1,105 @@
+"""Compositor: pastes object sprites onto a background video, back to front, and returns each
+object's visible pixel mask after occlusion.
+
+A pixel belongs to object k when k contributes more than half of its final colour:
+w_k = a_k * prod_{j in front of k} (1 - a_j) > 1/2, with alphas a quantised to 1/255 exactly as
+the blend uses them. The weights of one pixel sum to at most 1, so masks are disjoint. Only the
+bounding box of each warped sprite is touched, and every per-pixel step is one OpenCV call.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .clip import labels_to_masks
+from .objects import ObjectTrack
+
+_INV255 = 1.0 / 255.0
+
+
+def sprite_matrices(track: ObjectTrack) -> np.ndarray:
+    """Forward affines (T, 2, 3): sprite pixel -> frame pixel.
+
+    frame = centre + R(angle) @ Shear(shear) @ S(scale) @ (p - sprite_centre); y points down,
+    so a positive angle turns counter-clockwise on screen."""
+    h, w = track.sprite.shape[:2]
+    a = np.radians(track.angle)
+    c, s, k = np.cos(a) * track.scale, np.sin(a) * track.scale, track.shear
+    M = np.empty((len(a), 2, 3))
+    M[:, 0, 0], M[:, 0, 1] = c, c * k + s
+    M[:, 1, 0], M[:, 1, 1] = -s, -s * k + c
+    centre = np.array([(w - 1) / 2, (h - 1) / 2])
+    M[:, :, 2] = track.centres - np.einsum("tij,j->ti", M[:, :, :2], centre)
+    return M
+
+
+def sprite_boxes(M: np.ndarray, h: int, w: int, H: int, W: int) -> np.ndarray:
+    """int (T, 4) x0 y0 x1 y1 frame region each warped sprite can touch, clipped to the frame."""
+    corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float64).T  # (3, 4)
+    pts = M @ corners  # (T, 2, 4)
+    lo = np.floor(pts.min(axis=2)).astype(int) - 1
+    hi = np.ceil(pts.max(axis=2)).astype(int) + 2
+    return np.stack([np.maximum(lo[:, 0], 0), np.maximum(lo[:, 1], 0),
+                     np.minimum(hi[:, 0], W), np.minimum(hi[:, 1], H)], axis=1)
+
+
+def premultiply(sprite: np.ndarray) -> np.ndarray:
+    """RGBA with colour multiplied by alpha, so bilinear warps do not bleed hidden colour into edges."""
+    rgb = cv2.multiply(cv2.cvtColor(sprite, cv2.COLOR_RGBA2RGB), cv2.cvtColor(sprite[..., 3].copy(), cv2.COLOR_GRAY2RGB), scale=_INV255)
+    return np.dstack([rgb, sprite[..., 3]])
+
+
+def composite(video: np.ndarray, tracks: list[ObjectTrack]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Draw `tracks` (back to front) onto `video` in place.
+
+    video: uint8 (T, H, W, 3). Returns (video, masks bool (K, T, H, W), boxes float32 (K, T, 4)).
+    """
+    T, H, W = video.shape[:3]
+    K = len(tracks)
+    labels = np.zeros((T, H, W), np.uint8)  # owner k + 1 of each pixel, 0 = background
+    weight = np.zeros((H, W), np.uint8)  # owner's remaining share of the colour, x255
+    boxes = np.full((K, T, 4), np.nan, np.float32)
+    plans = []
+    for tr in tracks:
+        M = sprite_matrices(tr)
+        rois = sprite_boxes(M, *tr.sprite.shape[:2], H, W)
+        M[:, 0, 2] -= rois[:, 0]  # warp straight into the region's own coordinates
+        M[:, 1, 2] -= rois[:, 1]
+        plans.append((M, rois.tolist(), premultiply(tr.sprite), tr.opacity.tolist()))
+    for t in range(T):
+        frame, lab = video[t], labels[t]
+        drawn: list[tuple[int, int, int, int, int]] = []
+        shared = False  # did any region overlap an earlier one in this frame?
+        for k in range(K):
+            M, rois, sprite, opacity = plans[k]
+            x0, y0, x1, y1 = rois[t]
+            op = opacity[t]
+            if x1 <= x0 or y1 <= y0 or op <= 0:
+                continue  # off screen or invisible
+            rgba = cv2.warpAffine(sprite, M[t], (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR)
+            if op < 1.0:
+                rgba = cv2.convertScaleAbs(rgba, alpha=op)
+            a = cv2.extractChannel(rgba, 3)
+            inv = cv2.bitwise_not(a)  # 255 - a
+            roi = frame[y0:y1, x0:x1]
+            bg = cv2.multiply(roi, cv2.cvtColor(inv, cv2.COLOR_GRAY2RGB), scale=_INV255)
+            cv2.add(cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB), bg, dst=roi)
+            w = weight[y0:y1, x0:x1]  # stale values elsewhere are harmless: only owned pixels are read
+            if any(x0 < bx1 and bx0 < x1 and y0 < by1 and by0 < y1 for _, bx0, by0, bx1, by1 in drawn):
+                shared = True  # w <- max(w * (1 - a), a if a > 1/2 else 0), i.e. a where k takes over
+                cv2.max(cv2.multiply(w, inv, scale=_INV255), cv2.threshold(a, 127, 255, cv2.THRESH_TOZERO)[1], dst=w)
+            else:
+                w[...] = a
+            # labels grow back to front, so "k takes the pixel where a > 1/2" is a max
+            lr = lab[y0:y1, x0:x1]
+            cv2.max(lr, cv2.threshold(a, 127, k + 1, cv2.THRESH_BINARY)[1], dst=lr)
+            drawn.append((k, x0, y0, x1, y1))
+        if shared:  # owners whose share fell to 1/2 or less lose the pixel
+            for k, x0, y0, x1, y1 in drawn:
+                lr = lab[y0:y1, x0:x1]
+                cv2.bitwise_and(lr, cv2.threshold(weight[y0:y1, x0:x1], 127, 255, cv2.THRESH_BINARY)[1], dst=lr)
+        for k, x0, y0, x1, y1 in drawn:
+            bx, by, bw, bh = cv2.boundingRect(cv2.compare(lab[y0:y1, x0:x1], k + 1, cv2.CMP_EQ))
+            if bw:
+                boxes[k, t] = (x0 + bx, y0 + by, x0 + bx + bw, y0 + by + bh)
+    return video, labels_to_masks(labels, K), boxes

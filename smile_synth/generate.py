@@ -1,0 +1,188 @@
+"""`smile-synth generate`: render clips into WebDataset shards, resumable and split across ranks.
+
+Shard s holds clips [s * shard_size, (s + 1) * shard_size). Rank r of W writes the shards with
+s % W == r. A shard is complete iff its tar exists (it is renamed into place when whole), so a
+rerun with the same arguments skips finished shards and redoes the rest.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import multiprocessing as mp
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+from tqdm import tqdm
+
+from generators import prepare, render_clip
+from generators.recipes import Recipe
+
+from .errors import UserError
+from .shards import (DATASET, MANIFEST, ShardWriter, build_manifest, encode_sample, read_json, sample_key,
+                     shard_name, write_json_atomic)
+from .video_io import CODECS, Codec
+
+log = logging.getLogger("smile_synth")
+FORMAT_VERSION = 1
+MAX_FAILED_SHARE = 0.01  # more failed clips than this and the run ends with an error
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    n: int
+    out: str
+    recipe: Recipe
+    seed: int = 0
+    frames: int = 16
+    size: int = 224
+    workers: int = 1
+    shard_size: int = 1000
+    rank: int = 0
+    world_size: int = 1
+    codec: str = "h264"
+
+    def validate(self) -> None:
+        if self.n < 1:
+            raise UserError(f"--n {self.n} must be >= 1")
+        if self.shard_size < 1:
+            raise UserError(f"--shard-size {self.shard_size} must be >= 1")
+        if self.workers < 1:
+            raise UserError(f"--workers {self.workers} must be >= 1")
+        if self.world_size < 1 or not 0 <= self.rank < self.world_size:
+            raise UserError(f"--rank {self.rank} must be in [0, --world-size {self.world_size})")
+        if self.codec not in CODECS:
+            raise UserError(f"--codec {self.codec!r} unknown; choose {', '.join(CODECS)}")
+        if self.frames < 2:
+            raise UserError(f"--frames {self.frames} is too few; a clip needs at least 2 frames")
+        if self.size < 16 or self.size % 16:
+            raise UserError(f"--size {self.size} must be a positive multiple of 16 (the patch size), e.g. 112 or 224")
+
+    def spec(self) -> dict[str, Any]:
+        """What defines the dataset's content: a rerun must match it to resume."""
+        return {"format_version": FORMAT_VERSION, "n": self.n, "recipe": self.recipe.to_dict(), "seed": self.seed,
+                "frames": self.frames, "size": self.size, "shard_size": self.shard_size, "codec": asdict(CODECS[self.codec])}
+
+
+# ---- worker side --------------------------------------------------------------------------
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(cfg: GenerateConfig) -> None:
+    cv2.setNumThreads(1)
+    _WORKER["cfg"] = cfg
+    _WORKER["codec"] = CODECS[cfg.codec]
+
+
+def _render_one(index: int) -> tuple[int, dict[str, bytes] | None, str]:
+    """Render and encode clip `index`; failures come back as text, never as a crash."""
+    cfg: GenerateConfig = _WORKER["cfg"]
+    try:
+        clip = render_clip(cfg.recipe, cfg.seed, index, cfg.frames, cfg.size)
+        return index, encode_sample(clip, _WORKER["codec"]), clip.meta["background"]
+    except Exception as e:  # one bad clip must not end a long run
+        return index, None, f"{type(e).__name__}: {e}"
+
+
+# ---- driver -------------------------------------------------------------------------------
+
+def check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write to output folder {out} ({e.strerror}); choose a writable --out") from None
+
+
+def my_shards(cfg: GenerateConfig) -> list[int]:
+    total = -(-cfg.n // cfg.shard_size)
+    return [s for s in range(total) if s % cfg.world_size == cfg.rank]
+
+
+def shard_indices(cfg: GenerateConfig, shard: int) -> range:
+    return range(shard * cfg.shard_size, min((shard + 1) * cfg.shard_size, cfg.n))
+
+
+def generate(cfg: GenerateConfig, progress: bool = True) -> dict[str, Any]:
+    """Write this rank's missing shards; returns the manifest of everything in cfg.out."""
+    out = Path(cfg.out)
+    check_writable(out)
+    spec = cfg.spec()
+    spec_path = out / DATASET
+    if spec_path.is_file():
+        old = read_json(spec_path)
+        if old != spec:
+            diff = sorted(k for k in set(old) | set(spec) if old.get(k) != spec.get(k))
+            raise UserError(f"{out} already holds a dataset made with other settings ({', '.join(diff)}); "
+                            "rerun with the same arguments to resume, or choose another --out")
+    else:
+        write_json_atomic(spec_path, spec)
+    for stale in out.glob("shard-*.tar.tmp*"):  # left by a crash; their shards are redone below
+        if int(stale.name[6:12]) % cfg.world_size == cfg.rank:
+            stale.unlink(missing_ok=True)
+    todo = [s for s in my_shards(cfg) if not (out / shard_name(s)).is_file()]
+    total_clips = sum(len(shard_indices(cfg, s)) for s in todo)
+    failed: list[tuple[int, str]] = []
+    if todo:
+        prepare(cfg.recipe, cfg.seed, cfg.size)  # fail fast on bad folders; forked workers share banks
+        indices = [i for s in todo for i in shard_indices(cfg, s)]
+        pool = mp.get_context("fork").Pool(cfg.workers, _init_worker, (cfg,)) if cfg.workers > 1 else None
+        if pool is None:
+            _init_worker(cfg)
+        results = pool.imap(_render_one, indices, chunksize=4) if pool else map(_render_one, indices)
+        bar = tqdm(total=total_clips, unit="clip", desc=f"generate r{cfg.rank}", disable=not progress, smoothing=0.05)
+        try:
+            for s in todo:
+                failed += _write_shard(out, cfg, s, results, bar)
+        except KeyboardInterrupt:
+            raise UserError("interrupted; finished shards are kept, rerun the same command to resume") from None
+        finally:
+            bar.close()
+            if pool:
+                pool.terminate()
+    manifest = build_manifest(out, spec)
+    write_json_atomic(out / MANIFEST, manifest)
+    if failed:
+        share = len(failed) / max(total_clips, 1)
+        msg = f"{len(failed)} of {total_clips} clips failed and were left out (first: index {failed[0][0]}: {failed[0][1]})"
+        if share > MAX_FAILED_SHARE:
+            raise UserError(msg + "; fix the cause and regenerate into a fresh --out")
+        log.warning(msg)
+    return manifest
+
+
+def _write_shard(out: Path, cfg: GenerateConfig, shard: int, results, bar) -> list[tuple[int, str]]:
+    writer = ShardWriter(out / shard_name(shard))
+    failed: list[tuple[int, str]] = []
+    backgrounds: Counter = Counter()
+    try:
+        for _ in shard_indices(cfg, shard):
+            index, sample, info = next(results)
+            if sample is None:
+                failed.append((index, info))
+                log.warning("clip %d failed: %s", index, info)
+            else:
+                writer.write(sample_key(index), sample)
+                backgrounds[info] += 1
+            bar.update(1)
+        idx = shard_indices(cfg, shard)
+        side = {"shard": shard, "count": writer.count, "first": idx.start, "last": idx.stop - 1,
+                "failed": [i for i, _ in failed], "backgrounds": dict(backgrounds)}
+        write_json_atomic((out / shard_name(shard)).with_suffix(".json"), side)
+        writer.commit()
+    except OSError as e:
+        writer.abort()
+        if e.errno == errno.ENOSPC:
+            raise UserError(f"disk full while writing {writer.path}; free space or choose another --out, "
+                            "then rerun the same command to resume") from None
+        raise UserError(f"cannot write {writer.path} ({e.strerror}); check --out and rerun to resume") from None
+    except BaseException:
+        writer.abort()
+        raise
+    return failed

@@ -1,0 +1,86 @@
+"""`smile-synth inspect`: what a shard directory holds, and (with verify) whether all of it decodes."""
+from __future__ import annotations
+
+import json
+import tarfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from .shards import DATASET, decode_sample, iter_samples, read_json, shard_paths
+
+
+@dataclass
+class Report:
+    shards: int = 0
+    clips: int = 0
+    bytes: int = 0
+    recipes: Counter = field(default_factory=Counter)
+    backgrounds: Counter = field(default_factory=Counter)
+    objects: Counter = field(default_factory=Counter)
+    corrupt: list[tuple[str, str, str]] = field(default_factory=list)  # shard, key, why
+    duplicates: list[int] = field(default_factory=list)
+    missing: list[int] = field(default_factory=list)
+    spec: dict[str, Any] | None = None
+
+    def lines(self) -> list[str]:
+        per = self.bytes / max(self.clips, 1) / 1024
+        out = [f"{self.clips} clips in {self.shards} shards, {self.bytes / 2**20:.1f} MiB ({per:.1f} KiB/clip)"]
+        if self.spec:
+            out.append(f"spec: n={self.spec['n']} seed={self.spec['seed']} frames={self.spec['frames']} "
+                       f"size={self.spec['size']} recipe={self.spec['recipe']['name']} v{self.spec['recipe']['version']}")
+        for title, hist in (("recipes", self.recipes), ("backgrounds", self.backgrounds), ("objects per clip", self.objects)):
+            if hist:
+                total = sum(hist.values())
+                out.append(f"{title}: " + ", ".join(f"{k} {v} ({100 * v / total:.0f}%)" for k, v in sorted(hist.items(), key=lambda kv: -kv[1])))
+        if self.missing:
+            out.append(f"missing indices: {len(self.missing)} (first {self.missing[:10]})")
+        if self.duplicates:
+            out.append(f"duplicate indices: {len(self.duplicates)} (first {self.duplicates[:10]})")
+        for shard, key, why in self.corrupt[:50]:
+            out.append(f"CORRUPT {shard} {key}: {why}")
+        if len(self.corrupt) > 50:
+            out.append(f"... and {len(self.corrupt) - 50} more corrupt samples")
+        return out
+
+
+def inspect(path: str | Path, verify: bool = False, progress: bool = True) -> Report:
+    rep = Report()
+    p = Path(path)
+    if p.is_dir() and (p / DATASET).is_file():
+        rep.spec = read_json(p / DATASET)
+    shards = shard_paths(p)
+    rep.shards = len(shards)
+    rep.bytes = sum(s.stat().st_size for s in shards)
+    seen: Counter = Counter()
+    bar = tqdm(total=len(shards), unit="shard", desc="verify" if verify else "inspect", disable=not progress)
+    for shard in shards:
+        try:
+            for name, key, sample in iter_samples(shard):
+                rep.clips += 1
+                try:
+                    idx = int(key)
+                    seen[idx] += 1
+                    meta = json.loads(sample["json"])
+                    rep.recipes[meta.get("recipe", "?")] += 1
+                    rep.backgrounds[meta.get("background", "?")] += 1
+                    rep.objects[str(meta.get("num_objects", "?"))] += 1
+                    if verify:
+                        decode_sample(sample)
+                except (ValueError, KeyError) as e:
+                    rep.corrupt.append((name, key, str(e)))
+        except (tarfile.TarError, OSError, EOFError) as e:
+            rep.corrupt.append((shard.name, "*", f"unreadable shard: {e}"))
+        bar.update(1)
+    bar.close()
+    rep.duplicates = sorted(i for i, c in seen.items() if c > 1)
+    if rep.spec and all(s.is_file() for s in shards):
+        expected = set(range(rep.spec["n"]))
+        manifest = p / "manifest.json"
+        failed = set(read_json(manifest).get("failed", [])) if manifest.is_file() else set()
+        if len(shards) == -(-rep.spec["n"] // rep.spec["shard_size"]):
+            rep.missing = sorted(expected - set(seen) - failed)
+    return rep

@@ -1,0 +1,1 @@
+"""SMILE masked CLIP-feature distillation trainer (see the pretraining issue)."""
