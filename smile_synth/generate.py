@@ -54,6 +54,9 @@ class GenerateConfig:
             raise UserError(f"--workers {self.workers} must be >= 1")
         if self.world_size < 1 or not 0 <= self.rank < self.world_size:
             raise UserError(f"--rank {self.rank} must be in [0, --world-size {self.world_size})")
+        if "given" in self.recipe.background.kinds:
+            raise UserError(f"recipe {self.recipe.name!r} overlays objects on given frames and renders no background; "
+                            "pick a recipe from `smile-synth recipes` that has one, e.g. black+objects")
         if self.codec not in CODECS:
             raise UserError(f"--codec {self.codec!r} unknown; choose {', '.join(CODECS)}")
         if self.frames < 2:
