@@ -4,8 +4,10 @@ rendered it or what that worker rendered before."""
 from __future__ import annotations
 
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -21,34 +23,59 @@ from .seeding import bank_rng
 VOLUME_FRAMES = 16  # time slices in an evolving-noise volume (played back and forth)
 
 
-class ImageLibrary:
-    """Photos (RGB) loaded lazily and kept in memory, downscaled to at most `max_side`."""
+class LazyFiles:
+    """Files decoded on first use and kept in a bounded LRU cache (memory stays flat over a long run).
 
-    def __init__(self, paths: tuple[Path, ...], max_side: int):
-        self.paths = paths
-        self.max_side = max_side
-        self._cache: dict[int, np.ndarray] = {}
+    A file that fails to decode is skipped with a warning, deterministically: item i falls back to
+    the next decodable file, whichever worker asks."""
+
+    what = "file"
+
+    def __init__(self, files: list[Path], cache_items: int):
+        self.files = files
+        self.cache_items = cache_items
+        self._cache: OrderedDict[int, Any] = OrderedDict()
         self._bad: set[int] = set()
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.files)
 
-    def get(self, i: int) -> np.ndarray:
-        """Photo i, or the next decodable one (deterministic) if i is broken."""
-        n = len(self.paths)
+    def _load(self, k: int) -> Any:
+        raise NotImplementedError
+
+    def get(self, i: int) -> Any:
+        n = len(self.files)
         for j in range(n):
             k = (i + j) % n
+            if k in self._cache:
+                self._cache.move_to_end(k)
+                return self._cache[k]
             if k in self._bad:
                 continue
-            if k not in self._cache:
-                try:
-                    self._cache[k] = read_rgb(self.paths[k], self.max_side)
-                except (ValueError, OSError) as e:
-                    self._bad.add(k)
-                    warnings.warn(f"skipping undecodable photo {self.paths[k]}: {e}")
-                    continue
-            return self._cache[k]
-        raise UserError("no photo in the photo folder could be decoded; check the folder's images")
+            try:
+                item = self._load(k)
+            except (ValueError, OSError) as e:
+                self._bad.add(k)
+                warnings.warn(f"skipping undecodable {self.what} {self.files[k]}: {e}")
+                continue
+            self._cache[k] = item
+            if len(self._cache) > self.cache_items:
+                self._cache.popitem(last=False)
+            return item
+        raise UserError(f"no {self.what} in {self.files[0].parent} could be decoded; check the images")
+
+
+class ImageLibrary(LazyFiles):
+    """Photos (RGB), downscaled to at most `max_side`."""
+
+    what = "photo"
+
+    def __init__(self, paths: list[Path], max_side: int, cache_items: int = 256):
+        super().__init__(paths, cache_items)
+        self.max_side = max_side
+
+    def _load(self, k: int) -> np.ndarray:
+        return read_rgb(self.files[k], self.max_side)
 
 
 @dataclass
@@ -57,41 +84,23 @@ class Cutout:
     category: str
 
 
-class CutoutLibrary:
+class CutoutLibrary(LazyFiles):
     """Segmented objects laid out as <root>/<category>/<image>.png (alpha = object mask)."""
 
-    def __init__(self, root: str, without_alpha: str, max_side: int):
+    what = "cut-out"
+
+    def __init__(self, root: str, without_alpha: str, max_side: int, cache_items: int = 2048):
         files = list_images(root, "cut-out object")
         self.root = Path(root).expanduser()
-        self.files = [f for f in files if f.parent != self.root]
-        if not self.files:
+        files = [f for f in files if f.parent != self.root]
+        if not files:
             raise UserError(f"cut-out folder {self.root} has images but no <category>/ subfolders; lay it out as <root>/<category>/<image>.png")
-        self.has_alpha = [check_image(f) for f in self.files]
-        if without_alpha == "error" and not all(self.has_alpha):
-            bad = self.files[self.has_alpha.index(False)]
+        has_alpha = [check_image(f) for f in files]
+        if without_alpha == "error" and not all(has_alpha):
+            bad = files[has_alpha.index(False)]
             raise UserError(f"cut-out {bad} has no alpha channel; give objects RGBA masks or set objects.cutout_without_alpha=opaque")
+        super().__init__(files, cache_items)
         self.max_side = max_side
-        self._cache: dict[int, Cutout] = {}
-        self._bad: set[int] = set()
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def get(self, i: int) -> Cutout:
-        n = len(self.files)
-        for j in range(n):
-            k = (i + j) % n
-            if k in self._bad:
-                continue
-            if k not in self._cache:
-                try:
-                    self._cache[k] = self._load(k)
-                except (ValueError, OSError) as e:
-                    self._bad.add(k)
-                    warnings.warn(f"skipping unusable cut-out {self.files[k]}: {e}")
-                    continue
-            return self._cache[k]
-        raise UserError(f"no cut-out under {self.root} could be decoded; check its images")
 
     def _load(self, k: int) -> Cutout:
         img = read_image(self.files[k])
@@ -119,7 +128,7 @@ class Resources:
     def photos(self) -> ImageLibrary:
         if self._photos is None:
             d = self.recipe.background.photo_dir
-            paths = tuple(list_images(d, "photo")) if d else embedded_photos()
+            paths = list_images(d, "photo") if d else list(embedded_photos())
             if d:
                 for p in paths:
                     check_image(p)
