@@ -58,7 +58,7 @@ def composite(video: np.ndarray, tracks: list[ObjectTrack]) -> tuple[np.ndarray,
     K = len(tracks)
     labels = np.zeros((T, H, W), np.uint8)  # owner k + 1 of each pixel, 0 = background
     weight = np.zeros((H, W), np.uint8)  # owner's remaining share of the colour, x255
-    boxes = np.full((K, T, 4), np.nan, np.float32)
+    found: list[tuple[int, int, int, int, int, int]] = []  # k, t, x1, y1, x2, y2
     plans = []
     for tr in tracks:
         M = sprite_matrices(tr)
@@ -68,7 +68,7 @@ def composite(video: np.ndarray, tracks: list[ObjectTrack]) -> tuple[np.ndarray,
         plans.append((M, rois.tolist(), premultiply(tr.sprite), tr.opacity.tolist()))
     for t in range(T):
         frame, lab = video[t], labels[t]
-        drawn: list[tuple[int, int, int, int, int]] = []
+        drawn: list[tuple] = []  # k, x0, y0, x1, y1, pixels k took
         shared = False  # did any region overlap an earlier one in this frame?
         for k in range(K):
             M, rois, sprite, opacity = plans[k]
@@ -85,21 +85,28 @@ def composite(video: np.ndarray, tracks: list[ObjectTrack]) -> tuple[np.ndarray,
             bg = cv2.multiply(roi, cv2.cvtColor(inv, cv2.COLOR_GRAY2RGB), scale=_INV255)
             cv2.add(cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB), bg, dst=roi)
             w = weight[y0:y1, x0:x1]  # stale values elsewhere are harmless: only owned pixels are read
-            if any(x0 < bx1 and bx0 < x1 and y0 < by1 and by0 < y1 for _, bx0, by0, bx1, by1 in drawn):
+            if any(x0 < bx1 and bx0 < x1 and y0 < by1 and by0 < y1 for _, bx0, by0, bx1, by1, _ in drawn):
                 shared = True  # w <- max(w * (1 - a), a if a > 1/2 else 0), i.e. a where k takes over
                 cv2.max(cv2.multiply(w, inv, scale=_INV255), cv2.threshold(a, 127, 255, cv2.THRESH_TOZERO)[1], dst=w)
             else:
                 w[...] = a
             # labels grow back to front, so "k takes the pixel where a > 1/2" is a max
             lr = lab[y0:y1, x0:x1]
-            cv2.max(lr, cv2.threshold(a, 127, k + 1, cv2.THRESH_BINARY)[1], dst=lr)
-            drawn.append((k, x0, y0, x1, y1))
+            took = cv2.threshold(a, 127, k + 1, cv2.THRESH_BINARY)[1]
+            cv2.max(lr, took, dst=lr)
+            drawn.append((k, x0, y0, x1, y1, took))
         if shared:  # owners whose share fell to 1/2 or less lose the pixel
-            for k, x0, y0, x1, y1 in drawn:
+            for k, x0, y0, x1, y1, _ in drawn:
                 lr = lab[y0:y1, x0:x1]
                 cv2.bitwise_and(lr, cv2.threshold(weight[y0:y1, x0:x1], 127, 255, cv2.THRESH_BINARY)[1], dst=lr)
-        for k, x0, y0, x1, y1 in drawn:
-            bx, by, bw, bh = cv2.boundingRect(cv2.compare(lab[y0:y1, x0:x1], k + 1, cv2.CMP_EQ))
+        for k, x0, y0, x1, y1, took in drawn:
+            # alone in the frame, an object owns exactly the pixels it took
+            own = cv2.compare(lab[y0:y1, x0:x1], k + 1, cv2.CMP_EQ) if shared else took
+            bx, by, bw, bh = cv2.boundingRect(own)
             if bw:
-                boxes[k, t] = (x0 + bx, y0 + by, x0 + bx + bw, y0 + by + bh)
+                found.append((k, t, x0 + bx, y0 + by, x0 + bx + bw, y0 + by + bh))
+    boxes = np.full((K, T, 4), np.nan, np.float32)
+    if found:
+        f = np.array(found)
+        boxes[f[:, 0], f[:, 1]] = f[:, 2:]
     return video, labels_to_masks(labels, K), boxes
