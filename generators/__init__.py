@@ -3,9 +3,15 @@
     >>> from generators import render_clip
     >>> clip = render_clip("black+objects", seed=0, index=7)   # video (16, 224, 224, 3) uint8
 """
-from .clip import Clip
-from .recipes import Recipe, describe_recipes, get_recipe, recipe_names
-from .render import overlay_clip, prepare, render_clip
+import cv2 as _cv2
+
+# One OpenCV thread per process: parallelism comes from processes (generate --workers, DataLoader
+# workers), and a parent whose OpenCV thread pool has started deadlocks children it forks.
+_cv2.setNumThreads(1)
+
+from .clip import Clip  # noqa: E402
+from .recipes import Recipe, describe_recipes, get_recipe, recipe_names  # noqa: E402
+from .render import overlay_clip, prepare, render_clip  # noqa: E402
 
 __all__ = ["Clip", "Recipe", "render_clip", "overlay_clip", "get_recipe", "prepare", "recipe_names", "describe_recipes", "ClipStream"]
 
