@@ -3,6 +3,10 @@
 Shard s holds clips [s * shard_size, (s + 1) * shard_size). Rank r of W writes the shards with
 s % W == r. A shard is complete iff its tar exists (it is renamed into place when whole), so a
 rerun with the same arguments skips finished shards and redoes the rest.
+
+Work is dealt to processes in segments of SEGMENT consecutive clips of one shard; each segment
+gets a fresh video encoder (reused within it, see video_io.H264Encoder), so the stored bytes
+depend only on the arguments, not on the worker count, rank split or resume history.
 """
 from __future__ import annotations
 
@@ -24,11 +28,12 @@ from generators.recipes import Recipe
 from .errors import UserError
 from .shards import (DATASET, MANIFEST, ShardWriter, build_manifest, encode_sample, read_json, sample_key,
                      shard_name, write_json_atomic)
-from .video_io import CODECS, Codec
+from .video_io import CODECS, ClipEncoder
 
 log = logging.getLogger("smile_synth")
 FORMAT_VERSION = 1
 MAX_FAILED_SHARE = 0.01  # more failed clips than this and the run ends with an error
+SEGMENT = 32  # clips per work unit (and per video encoder)
 
 
 @dataclass(frozen=True)
@@ -78,17 +83,22 @@ _WORKER: dict[str, Any] = {}
 def _init_worker(cfg: GenerateConfig) -> None:
     cv2.setNumThreads(1)
     _WORKER["cfg"] = cfg
-    _WORKER["codec"] = CODECS[cfg.codec]
 
 
-def _render_one(index: int) -> tuple[int, dict[str, bytes] | None, str]:
-    """Render and encode clip `index`; failures come back as text, never as a crash."""
+def _render_segment(indices: range) -> list[tuple[int, dict[str, bytes] | None, str]]:
+    """Render and encode consecutive clips with one fresh encoder; (index, sample, background)
+    per clip, or (index, None, error text) for a clip that failed: never a crash."""
     cfg: GenerateConfig = _WORKER["cfg"]
-    try:
-        clip = render_clip(cfg.recipe, cfg.seed, index, cfg.frames, cfg.size)
-        return index, encode_sample(clip, _WORKER["codec"]), clip.meta["background"]
-    except Exception as e:  # one bad clip must not end a long run
-        return index, None, f"{type(e).__name__}: {e}"
+    encoder = ClipEncoder(CODECS[cfg.codec])
+    out = []
+    for index in indices:
+        try:
+            clip = render_clip(cfg.recipe, cfg.seed, index, cfg.frames, cfg.size)
+            out.append((index, encode_sample(clip, encoder=encoder), clip.meta["background"]))
+        except Exception as e:  # one bad clip must not end a long run
+            out.append((index, None, f"{type(e).__name__}: {e}"))
+            encoder = ClipEncoder(CODECS[cfg.codec])  # its state may be broken; the next clip starts afresh
+    return out
 
 
 # ---- driver -------------------------------------------------------------------------------
@@ -110,6 +120,10 @@ def my_shards(cfg: GenerateConfig) -> list[int]:
 
 def shard_indices(cfg: GenerateConfig, shard: int) -> range:
     return range(shard * cfg.shard_size, min((shard + 1) * cfg.shard_size, cfg.n))
+
+
+def segments_of(indices: range) -> list[range]:
+    return [range(i, min(i + SEGMENT, indices.stop)) for i in range(indices.start, indices.stop, SEGMENT)]
 
 
 def generate(cfg: GenerateConfig, progress: bool = True) -> dict[str, Any]:
@@ -134,11 +148,12 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict[str, Any]:
     failed: list[tuple[int, str]] = []
     if todo:
         prepare(cfg.recipe, cfg.seed, cfg.size)  # fail fast on bad folders; forked workers share banks
-        indices = [i for s in todo for i in shard_indices(cfg, s)]
+        segments = [seg for s in todo for seg in segments_of(shard_indices(cfg, s))]
         pool = mp.get_context("fork").Pool(cfg.workers, _init_worker, (cfg,)) if cfg.workers > 1 else None
         if pool is None:
             _init_worker(cfg)
-        results = pool.imap(_render_one, indices, chunksize=4) if pool else map(_render_one, indices)
+        done = pool.imap(_render_segment, segments) if pool else map(_render_segment, segments)
+        results = (r for seg in done for r in seg)
         bar = tqdm(total=total_clips, unit="clip", desc=f"generate r{cfg.rank}", disable=not progress, smoothing=0.05)
         try:
             for s in todo:

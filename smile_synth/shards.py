@@ -14,7 +14,6 @@ import io
 import json
 import os
 import tarfile
-import time
 import zlib
 from pathlib import Path
 from typing import Any, Iterator
@@ -23,7 +22,7 @@ import numpy as np
 
 from generators.clip import Clip
 
-from .video_io import DEFAULT_CODEC, Codec, decode_video, encode_video
+from .video_io import DEFAULT_CODEC, ClipEncoder, Codec, decode_video
 
 SHARD_GLOB = "shard-*.tar"
 MANIFEST = "manifest.json"
@@ -40,14 +39,15 @@ def sample_key(index: int) -> str:
 
 # ---- one sample ---------------------------------------------------------------------------
 
-def encode_sample(clip: Clip, codec: Codec = DEFAULT_CODEC) -> dict[str, bytes]:
-    """Clip -> {extension: bytes} (without the key)."""
+def encode_sample(clip: Clip, codec: Codec = DEFAULT_CODEC, encoder: ClipEncoder | None = None) -> dict[str, bytes]:
+    """Clip -> {extension: bytes} (without the key). Pass an `encoder` to reuse it across clips."""
+    encoder = encoder or ClipEncoder(codec)
     T, H, W = clip.video.shape[:3]
     buf = io.BytesIO()
     np.save(buf, clip.boxes.astype(np.float32), allow_pickle=False)
     meta = dict(clip.meta, num_objects=clip.num_objects, frames=T, size=[H, W])
     return {
-        f"video.{codec.extension}": encode_video(clip.video, codec),
+        f"video.{encoder.codec.extension}": encoder.encode(clip.video),
         "masks.zlib": zlib.compress(np.packbits(clip.masks).tobytes(), 1),
         "boxes.npy": buf.getvalue(),
         "json": json.dumps(meta).encode(),
@@ -86,10 +86,9 @@ class ShardWriter:
         self.count = 0
 
     def write(self, key: str, sample: dict[str, bytes]) -> None:
-        now = time.time()
         for ext, data in sample.items():
             info = tarfile.TarInfo(f"{key}.{ext}")
-            info.size, info.mtime, info.mode = len(data), now, 0o644
+            info.size, info.mtime, info.mode = len(data), 0, 0o644  # fixed mtime: same arguments, same bytes
             self.tar.addfile(info, io.BytesIO(data))
         self.count += 1
 

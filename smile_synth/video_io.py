@@ -31,28 +31,62 @@ DEFAULT_CODEC = Codec()
 CODECS = {"h264": Codec(), "jpeg": Codec(name="jpeg")}
 
 
+class H264Encoder:
+    """One x264 encoder reused for consecutive clips of one size.
+
+    Opening x264 costs about as much as encoding a 16-frame clip, so a run of clips shares one
+    encoder: each clip starts with a forced IDR frame and repeats its SPS/PPS headers, so every
+    clip's bytes still decode on their own. Encoder state carries over between clips, so the
+    bytes of a clip depend on the clips encoded before it by the same encoder: to keep stored
+    data reproducible, start a new encoder at fixed index boundaries (generate does, per segment).
+    """
+
+    def __init__(self, width: int, height: int, codec: Codec = DEFAULT_CODEC):
+        cc = av.CodecContext.create("libx264", "w")
+        cc.width, cc.height, cc.pix_fmt = width, height, "yuvj444p"
+        cc.time_base = Fraction(1, 25)
+        cc.thread_count = 1
+        cc.options = {"crf": str(codec.crf), "preset": codec.preset, "tune": "zerolatency", "forced-idr": "1",
+                      "x264-params": "fullrange=on:colormatrix=bt470bg:repeat-headers=1:keyint=infinite:scenecut=0"}
+        self.cc, self.size, self.pts = cc, (height, width), 0
+
+    def encode(self, video: np.ndarray) -> bytes:
+        """uint8 (T, H, W, 3) RGB -> a self-contained Annex-B H.264 stream."""
+        T, H, W, _ = video.shape
+        ycc = cv2.cvtColor(video.reshape(T * H, W, 3), cv2.COLOR_RGB2YCrCb).reshape(T, H, W, 3)  # full-range BT.601
+        out = []
+        for t in range(T):
+            frame = av.VideoFrame(W, H, "yuvj444p")
+            y, cr, cb = cv2.split(ycc[t])
+            for plane, src in zip(frame.planes, (y, cb, cr)):
+                _plane_view(plane)[...] = src
+            frame.pts = self.pts
+            self.pts += 1
+            if t == 0:
+                frame.pict_type = av.video.frame.PictureType.I  # IDR: nothing refers back past it
+            out += [bytes(p) for p in self.cc.encode(frame)]  # zerolatency: one packet per frame, no delay
+        return b"".join(out)
+
+
+class ClipEncoder:
+    """Encodes clips with `codec`, reusing one H.264 encoder per frame size (see H264Encoder)."""
+
+    def __init__(self, codec: Codec = DEFAULT_CODEC):
+        self.codec = codec
+        self._h264: dict[tuple[int, int], H264Encoder] = {}
+
+    def encode(self, video: np.ndarray) -> bytes:
+        if self.codec.name == "jpeg":
+            return _encode_jpeg(video, self.codec.quality)
+        H, W = video.shape[1:3]
+        if (H, W) not in self._h264:
+            self._h264[(H, W)] = H264Encoder(W, H, self.codec)
+        return self._h264[(H, W)].encode(video)
+
+
 def encode_video(video: np.ndarray, codec: Codec = DEFAULT_CODEC) -> bytes:
-    """uint8 (T, H, W, 3) RGB -> bytes."""
-    if codec.name == "jpeg":
-        return _encode_jpeg(video, codec.quality)
-    T, H, W, _ = video.shape
-    cc = av.CodecContext.create("libx264", "w")
-    cc.width, cc.height, cc.pix_fmt = W, H, "yuvj444p"
-    cc.time_base = Fraction(1, 25)
-    cc.thread_count = 1
-    cc.options = {"crf": str(codec.crf), "preset": codec.preset, "tune": "zerolatency",
-                  "x264-params": "fullrange=on:colormatrix=bt470bg"}
-    ycc = cv2.cvtColor(video.reshape(T * H, W, 3), cv2.COLOR_RGB2YCrCb).reshape(T, H, W, 3)  # full-range BT.601
-    out = []
-    for t in range(T):
-        frame = av.VideoFrame(W, H, "yuvj444p")
-        y, cr, cb = cv2.split(ycc[t])
-        for plane, src in zip(frame.planes, (y, cb, cr)):
-            _plane_view(plane)[...] = src
-        frame.pts = t
-        out += [bytes(p) for p in cc.encode(frame)]
-    out += [bytes(p) for p in cc.encode(None)]
-    return b"".join(out)
+    """uint8 (T, H, W, 3) RGB -> bytes, with a fresh encoder (a pure function of the frames)."""
+    return ClipEncoder(codec).encode(video)
 
 
 def _plane_view(p) -> np.ndarray:

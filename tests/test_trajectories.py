@@ -1,0 +1,156 @@
+"""Object paths and pose curves: finite, inside the frame where promised, and within the recipe's
+speed limits."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from conftest import recipe, tracks_of
+from generators import render_clip
+from generators.recipes import MotionSpec
+from generators.trajectories import (TRAJECTORIES, gaussian_path, log_size_curve, object_path, place_in_frame,
+                                     rotation_curve, smooth_curve)
+
+LENGTHS = [2, 3, 16, 33, 64]
+KINDS = [*TRAJECTORIES, "circular+constant_velocity"]
+EPS = 1e-9
+
+
+def rngs(n: int, base: int = 0):
+    return [np.random.default_rng(base + s) for s in range(n)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("T", LENGTHS)
+def test_object_path_is_finite_with_one_centre_per_frame(kind, T):
+    m = MotionSpec()
+    for rng in rngs(20):
+        path = object_path(kind, rng, T, m, 224.0)
+        assert path.shape == (T, 2)
+        assert path.dtype == np.float64
+        assert np.isfinite(path).all()
+
+
+def test_all_recipe_trajectory_kinds_are_implemented():
+    from generators.recipes import TRAJECTORY_KINDS
+
+    assert set(TRAJECTORY_KINDS) == set(TRAJECTORIES)
+
+
+@pytest.mark.parametrize("T", [*LENGTHS, 20, 39])
+def test_gaussian_path_extent_is_within_the_recipe_extent(T):
+    m = MotionSpec()  # gaussian_points=20
+    lo, hi = m.extent
+    for rng in rngs(100):
+        extent = np.ptp(gaussian_path(rng, T, m, 224.0), axis=0).max()
+        assert extent <= hi * (1 + EPS)
+        if (T - 1) % (m.gaussian_points - 1) == 0:  # every smoothed point is a frame: the full extent shows
+            assert extent >= lo * (1 - EPS)
+
+
+def test_gaussian_path_uses_the_whole_extent_range():
+    m = MotionSpec(extent=(10.0, 20.0))
+    extents = [np.ptp(gaussian_path(rng, 20, m, 224.0), axis=0).max() for rng in rngs(200)]
+    assert min(extents) >= 10 - EPS and max(extents) <= 20 + EPS
+    assert min(extents) < 11 and max(extents) > 19
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("T", LENGTHS)
+def test_paths_smaller_than_the_frame_are_placed_inside_it(kind, T):
+    m = MotionSpec().scaled(64 / 224)
+    size = 64.0
+    placed = 0
+    for rng in rngs(40):
+        path = object_path(kind, rng, T, m, size)
+        if np.ptp(path, axis=0).max() < size:
+            assert path.min() >= -EPS and path.max() <= size + EPS, kind
+            placed += 1
+    assert placed > 0
+
+
+def test_place_in_frame_contains_small_paths_and_centres_large_ones():
+    size = 50.0
+    for rng in rngs(50):
+        raw = rng.normal(0, 10, size=(30, 2)) + rng.uniform(-500, 500, size=2)
+        raw *= 40 / max(np.ptp(raw, axis=0).max(), 1e-9)  # extent 40 < size
+        path = place_in_frame(raw, rng, size)
+        assert path.min() >= -EPS and path.max() <= size + EPS
+        np.testing.assert_allclose(np.diff(path, axis=0), np.diff(raw, axis=0))  # a translation
+        big = raw * 3  # extent 120 > size: centred on the frame
+        placed = place_in_frame(big, rng, size)
+        np.testing.assert_allclose((placed.min(axis=0) + placed.max(axis=0)) / 2, size / 2)
+
+
+@pytest.mark.parametrize("T", LENGTHS)
+def test_bouncing_stays_in_the_frame(T):
+    m = MotionSpec(speed=(20.0, 60.0))  # fast, so it bounces several times
+    size = 64.0
+    for rng in rngs(40):
+        path = object_path("bouncing", rng, T, m, size)
+        assert path.min() >= -EPS and path.max() <= size + EPS
+
+
+def test_bouncing_actually_bounces():
+    m = MotionSpec(speed=(30.0, 30.0))
+    path = object_path("bouncing", np.random.default_rng(0), 64, m, 64.0)
+    steps = np.abs(np.diff(path, axis=0))
+    assert (np.sign(np.diff(path[:, 0]))[:-1] != np.sign(np.diff(path[:, 0]))[1:]).any()  # reverses
+    assert steps.max() <= 30 + EPS
+
+
+@pytest.mark.parametrize("T", LENGTHS)
+@pytest.mark.parametrize("max_speed", [0.0, 0.5, 6.0, 45.0])
+def test_rotation_speed_is_bounded(T, max_speed):
+    for rng in rngs(30):
+        angle = rotation_curve(rng, T, max_speed)
+        assert angle.shape == (T,) and np.isfinite(angle).all()
+        assert np.abs(np.diff(angle)).max(initial=0) <= max_speed + EPS
+
+
+@pytest.mark.parametrize("T", LENGTHS)
+def test_log_size_drift_is_bounded_and_clamped(T):
+    lo, hi, drift = math.log(10), math.log(40), 0.3  # large drift, so the clamps are hit
+    for rng in rngs(30):
+        start = rng.uniform(lo, hi)
+        curve = log_size_curve(rng, T, drift, lo, hi, start)
+        assert curve.shape == (T,) and curve[0] == start
+        assert np.abs(np.diff(curve)).max(initial=0) <= drift + EPS
+        assert curve.min() >= lo - EPS and curve.max() <= hi + EPS
+
+
+@pytest.mark.parametrize("T", LENGTHS)
+@pytest.mark.parametrize("lo,hi", [(-1.0, 1.0), (0.7, 1.0), (2.0, 2.0), (-0.15, 0.15)])
+def test_smooth_curve_stays_in_range(T, lo, hi):
+    for rng in rngs(30):
+        c = smooth_curve(rng, T, lo, hi)
+        assert c.shape == (T,) and np.isfinite(c).all()
+        assert c.min() >= lo - EPS and c.max() <= hi + EPS
+
+
+# ---- the objects of rendered clips -----------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["black+objects", "mixed"])
+def test_rendered_objects_respect_the_recipe_speed_limits(name):
+    r = recipe(name)
+    m = r.motion
+    assert m.rotation_speed == 6.0 and m.scale_drift == 0.025  # the defaults this test is about
+    frames, size = 16, 64
+    seen = 0
+    for index in range(12):
+        clip = render_clip(r, 0, index, frames, size)
+        tracks = tracks_of(r, 0, index, frames, size)
+        # the same objects render_clip drew
+        assert [(t.category, t.trajectory, t.source) for t in tracks] == \
+            [(o["category"], o["trajectory"], o["source"]) for o in clip.meta["objects"]]
+        for tr in tracks:
+            assert np.abs(np.diff(tr.angle)).max() <= 6.0 + EPS
+            assert np.abs(np.diff(np.log(tr.scale))).max() <= 0.025 + EPS
+            assert np.isfinite(tr.centres).all() and tr.centres.shape == (frames, 2)
+            assert ((tr.opacity >= m.opacity[0] - EPS) & (tr.opacity <= m.opacity[1] + EPS)).all()
+            assert (np.abs(tr.shear) <= m.shear + EPS).all()
+            assert (tr.scale <= 1 + EPS).all()  # sprites are only ever shrunk
+            seen += 1
+    assert seen >= 12
