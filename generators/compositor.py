@@ -2,8 +2,8 @@
 object's visible pixel mask after occlusion.
 
 A pixel belongs to object k when k contributes more than half of its final colour:
-w_k = a_k * prod_{j in front of k} (1 - a_j) > 1/2, with alphas a quantised to 1/255 exactly as
-the blend uses them. The weights of one pixel sum to at most 1, so masks are disjoint. Only the
+w_k = a_k * prod_{j in front of k} (1 - a_j) > 1/2, with the alphas a (multiples of 1/255) the
+blend uses; the running shares are kept in float32. The weights of one pixel sum to at most 1, so masks are disjoint. Only the
 bounding box of each warped sprite is touched, and every per-pixel step is one OpenCV call.
 """
 from __future__ import annotations
@@ -57,7 +57,7 @@ def composite(video: np.ndarray, tracks: list[ObjectTrack]) -> tuple[np.ndarray,
     T, H, W = video.shape[:3]
     K = len(tracks)
     labels = np.zeros((T, H, W), np.uint8)  # owner k + 1 of each pixel, 0 = background
-    weight = np.zeros((H, W), np.uint8)  # owner's remaining share of the colour, x255
+    weight = np.zeros((H, W), np.float32)  # owner's remaining share of the colour
     found: list[tuple[int, int, int, int, int, int]] = []  # k, t, x1, y1, x2, y2
     plans = []
     for tr in tracks:
@@ -85,11 +85,12 @@ def composite(video: np.ndarray, tracks: list[ObjectTrack]) -> tuple[np.ndarray,
             bg = cv2.multiply(roi, cv2.cvtColor(inv, cv2.COLOR_GRAY2RGB), scale=_INV255)
             cv2.add(cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB), bg, dst=roi)
             w = weight[y0:y1, x0:x1]  # stale values elsewhere are harmless: only owned pixels are read
+            af = np.multiply(a, np.float32(_INV255), dtype=np.float32)
             if any(x0 < bx1 and bx0 < x1 and y0 < by1 and by0 < y1 for _, bx0, by0, bx1, by1, _ in drawn):
                 shared = True  # w <- max(w * (1 - a), a if a > 1/2 else 0), i.e. a where k takes over
-                cv2.max(cv2.multiply(w, inv, scale=_INV255), cv2.threshold(a, 127, 255, cv2.THRESH_TOZERO)[1], dst=w)
+                cv2.max(cv2.multiply(w, 1.0 - af), cv2.threshold(af, 0.5, 1.0, cv2.THRESH_TOZERO)[1], dst=w)
             else:
-                w[...] = a
+                w[...] = af
             # labels grow back to front, so "k takes the pixel where a > 1/2" is a max
             lr = lab[y0:y1, x0:x1]
             took = cv2.threshold(a, 127, k + 1, cv2.THRESH_BINARY)[1]
@@ -98,7 +99,8 @@ def composite(video: np.ndarray, tracks: list[ObjectTrack]) -> tuple[np.ndarray,
         if shared:  # owners whose share fell to 1/2 or less lose the pixel
             for k, x0, y0, x1, y1, _ in drawn:
                 lr = lab[y0:y1, x0:x1]
-                cv2.bitwise_and(lr, cv2.threshold(weight[y0:y1, x0:x1], 127, 255, cv2.THRESH_BINARY)[1], dst=lr)
+                keep = cv2.compare(weight[y0:y1, x0:x1], 0.5, cv2.CMP_GT)  # 255 where the owner kept > 1/2
+                cv2.bitwise_and(lr, keep, dst=lr)
         for k, x0, y0, x1, y1, took in drawn:
             # alone in the frame, an object owns exactly the pixels it took
             own = cv2.compare(lab[y0:y1, x0:x1], k + 1, cv2.CMP_EQ) if shared else took

@@ -5,6 +5,7 @@ rendered size, so one recipe serves 112, 224 or 448 px clips alike.
 """
 from __future__ import annotations
 
+import copy
 import json
 from functools import cached_property
 from dataclasses import dataclass, field, replace
@@ -197,7 +198,7 @@ def get_recipe(spec: str | Recipe, overrides: list[str] | tuple[str, ...] = ()) 
     if isinstance(spec, Recipe):
         data, base = {}, spec
     elif spec in _PRESETS:
-        data, base = {"name": spec, **_PRESETS[spec]}, None
+        data, base = {"name": spec, **copy.deepcopy(_PRESETS[spec])}, None  # overrides must not leak into the preset
     elif Path(spec).suffix in (".yaml", ".yml", ".json"):
         data = load_mapping(spec)
         parent = data.pop("base", None)

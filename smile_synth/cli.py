@@ -73,7 +73,7 @@ def generate(n, out, recipe, overrides, seed, frames, size, workers, shard_size,
     from .generate import GenerateConfig, generate as run
 
     cfg = GenerateConfig(n=n, out=out, recipe=_load_recipe(recipe, overrides), seed=seed, frames=frames, size=size,
-                         workers=workers or _default_workers(), shard_size=shard_size,
+                         workers=_default_workers() if workers is None else workers, shard_size=shard_size,
                          rank=_env_int("RANK", 0) if rank is None else rank,
                          world_size=_env_int("WORLD_SIZE", 1) if world_size is None else world_size, codec=codec)
     cfg.validate()
@@ -141,9 +141,10 @@ def inspect(path, verify) -> None:
     if rep.shards == 0:
         raise UserError(f"{path} holds no shard-*.tar files")
     if verify:
-        bad = len(rep.corrupt) + len(rep.missing) + len(rep.duplicates)
+        bad = len(rep.corrupt) + len(rep.missing) + len(rep.duplicates) + len(rep.failed)
         if bad:
-            click.echo(f"verify: FAILED ({len(rep.corrupt)} corrupt, {len(rep.missing)} missing, {len(rep.duplicates)} duplicate)")
+            click.echo(f"verify: FAILED ({len(rep.corrupt)} corrupt, {len(rep.missing)} missing, "
+                       f"{len(rep.failed)} failed, {len(rep.duplicates)} duplicate)")
             sys.exit(1)
         click.echo(f"verify: OK, all {rep.clips} clips decode")
 

@@ -26,7 +26,7 @@ from generators import prepare, render_clip
 from generators.recipes import Recipe
 
 from .errors import UserError
-from .shards import (DATASET, MANIFEST, ShardWriter, build_manifest, encode_sample, read_json, sample_key,
+from .shards import (DATASET, MANIFEST, SHARD_GLOB, ShardWriter, build_manifest, encode_sample, read_json, sample_key,
                      shard_name, write_json_atomic)
 from .video_io import CODECS, ClipEncoder
 
@@ -122,6 +122,18 @@ def shard_indices(cfg: GenerateConfig, shard: int) -> range:
     return range(shard * cfg.shard_size, min((shard + 1) * cfg.shard_size, cfg.n))
 
 
+def shard_complete(out: Path, shard: int) -> bool:
+    """Written whole, with no failed clip (a shard with failed clips is redone by a rerun)."""
+    tar = out / shard_name(shard)
+    side = tar.with_suffix(".json")
+    if not tar.is_file():
+        return False
+    try:
+        return not read_json(side).get("failed")
+    except (OSError, ValueError):
+        return False
+
+
 def segments_of(indices: range) -> list[range]:
     return [range(i, min(i + SEGMENT, indices.stop)) for i in range(indices.start, indices.stop, SEGMENT)]
 
@@ -132,22 +144,24 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict[str, Any]:
     check_writable(out)
     spec = cfg.spec()
     spec_path = out / DATASET
-    if spec_path.is_file():
+    has_shards = any(out.glob(SHARD_GLOB))
+    if spec_path.is_file() and has_shards:
         old = read_json(spec_path)
         if old != spec:
             diff = sorted(k for k in set(old) | set(spec) if old.get(k) != spec.get(k))
             raise UserError(f"{out} already holds a dataset made with other settings ({', '.join(diff)}); "
                             "rerun with the same arguments to resume, or choose another --out")
-    else:
-        write_json_atomic(spec_path, spec)
     for stale in out.glob("shard-*.tar.tmp*"):  # left by a crash; their shards are redone below
         if int(stale.name[6:12]) % cfg.world_size == cfg.rank:
             stale.unlink(missing_ok=True)
-    todo = [s for s in my_shards(cfg) if not (out / shard_name(s)).is_file()]
+    todo = [s for s in my_shards(cfg) if not shard_complete(out, s)]
+    if todo:
+        prepare(cfg.recipe, cfg.seed, cfg.size)  # fail fast on bad folders (before claiming --out)
+    if not (spec_path.is_file() and has_shards):
+        write_json_atomic(spec_path, spec)
     total_clips = sum(len(shard_indices(cfg, s)) for s in todo)
     failed: list[tuple[int, str]] = []
-    if todo:
-        prepare(cfg.recipe, cfg.seed, cfg.size)  # fail fast on bad folders; forked workers share banks
+    if todo:  # forked workers share the texture banks prepare() built
         segments = [seg for s in todo for seg in segments_of(shard_indices(cfg, s))]
         pool = mp.get_context("fork").Pool(cfg.workers, _init_worker, (cfg,)) if cfg.workers > 1 else None
         if pool is None:
@@ -170,8 +184,8 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict[str, Any]:
         share = len(failed) / max(total_clips, 1)
         msg = f"{len(failed)} of {total_clips} clips failed and were left out (first: index {failed[0][0]}: {failed[0][1]})"
         if share > MAX_FAILED_SHARE:
-            raise UserError(msg + "; fix the cause and regenerate into a fresh --out")
-        log.warning(msg)
+            raise UserError(msg + "; fix the cause and rerun the same command: shards with failed clips are redone")
+        log.warning(msg + "; rerun the same command to retry them")
     return manifest
 
 

@@ -23,7 +23,8 @@ class Report:
     objects: Counter = field(default_factory=Counter)
     corrupt: list[tuple[str, str, str]] = field(default_factory=list)  # shard, key, why
     duplicates: list[int] = field(default_factory=list)
-    missing: list[int] = field(default_factory=list)
+    missing: list[int] = field(default_factory=list)  # neither stored nor recorded as failed
+    failed: list[int] = field(default_factory=list)  # recorded by generate as failed to render
     spec: dict[str, Any] | None = None
 
     def lines(self) -> list[str]:
@@ -37,7 +38,10 @@ class Report:
                 total = sum(hist.values())
                 out.append(f"{title}: " + ", ".join(f"{k} {v} ({100 * v / total:.0f}%)" for k, v in sorted(hist.items(), key=lambda kv: -kv[1])))
         if self.missing:
-            out.append(f"missing indices: {len(self.missing)} (first {self.missing[:10]})")
+            out.append(f"missing indices: {len(self.missing)} (first {self.missing[:10]}); unfinished shards or ranks: "
+                       "rerun generate with the same arguments")
+        if self.failed:
+            out.append(f"failed to render: {len(self.failed)} (first {self.failed[:10]}); a rerun of generate retries them")
         if self.duplicates:
             out.append(f"duplicate indices: {len(self.duplicates)} (first {self.duplicates[:10]})")
         for shard, key, why in self.corrupt[:50]:
@@ -77,10 +81,9 @@ def inspect(path: str | Path, verify: bool = False, progress: bool = True) -> Re
         bar.update(1)
     bar.close()
     rep.duplicates = sorted(i for i, c in seen.items() if c > 1)
-    if rep.spec and all(s.is_file() for s in shards):
-        expected = set(range(rep.spec["n"]))
+    if rep.spec:  # a shard folder of a known dataset: every index should be there
         manifest = p / "manifest.json"
         failed = set(read_json(manifest).get("failed", [])) if manifest.is_file() else set()
-        if len(shards) == -(-rep.spec["n"] // rep.spec["shard_size"]):
-            rep.missing = sorted(expected - set(seen) - failed)
+        rep.failed = sorted(failed)
+        rep.missing = sorted(set(range(rep.spec["n"])) - set(seen) - failed)
     return rep

@@ -5,11 +5,13 @@ A sample with key "000000123" holds
     000000123.masks.zlib   bool masks (K, T, H, W) as bits (numpy packbits), zlib level 1; about 10x
                            faster to write than a PNG label map and no larger
     000000123.boxes.npy    float32 (K, T, 4) x1 y1 x2 y2, NaN where not visible
-    000000123.json         meta (recipe, seed, index, objects, ...) and num_objects
+    000000123.json         meta (recipe, seed, index, objects, ...), num_objects, frames, size and
+                           a BLAKE2b checksum of every other member (flipped bits decode silently)
 Shards are written to a temporary name and renamed when complete, so a shard that exists is whole.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -45,19 +47,27 @@ def encode_sample(clip: Clip, codec: Codec = DEFAULT_CODEC, encoder: ClipEncoder
     T, H, W = clip.video.shape[:3]
     buf = io.BytesIO()
     np.save(buf, clip.boxes.astype(np.float32), allow_pickle=False)
-    meta = dict(clip.meta, num_objects=clip.num_objects, frames=T, size=[H, W])
-    return {
+    members = {
         f"video.{encoder.codec.extension}": encoder.encode(clip.video),
         "masks.zlib": zlib.compress(np.packbits(clip.masks).tobytes(), 1),
         "boxes.npy": buf.getvalue(),
-        "json": json.dumps(meta).encode(),
     }
+    meta = dict(clip.meta, num_objects=clip.num_objects, frames=T, size=[H, W],
+                checksums={k: checksum(v) for k, v in members.items()})
+    return dict(members, json=json.dumps(meta).encode())
+
+
+def checksum(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=12).hexdigest()
 
 
 def decode_sample(sample: dict[str, bytes]) -> Clip:
     """{extension: bytes} -> Clip. Raises ValueError if anything is missing or corrupt."""
     try:
         meta = json.loads(sample["json"])
+        for member, digest in meta.pop("checksums", {}).items():
+            if checksum(sample[member]) != digest:
+                raise ValueError(f"{member} does not match its checksum (corrupted bytes)")
         ext = next(k for k in sample if k.startswith("video."))
         video = decode_video(sample[ext], ext.split(".", 1)[1])
         T, H, W = video.shape[:3]

@@ -84,6 +84,16 @@ def test_other_index_gives_other_video(name):
     assert len(set(videos)) == 4
 
 
+def test_overrides_do_not_change_the_named_recipe():
+    from generators import get_recipe
+
+    before = {name: get_recipe(name) for name in ("image+objects", "mixed")}
+    get_recipe("image+objects", ["background.photo_dir=/somewhere/else", "background.camera.shake=3"])
+    get_recipe("mixed", ["objects.count=[5, 6]"])
+    assert get_recipe("mixed") == before["mixed"]
+    assert get_recipe("image+objects") == before["image+objects"]
+
+
 def test_recipe_override_gives_other_clips():
     a = render_clip(recipe("black+objects"), 0, 1, FRAMES, SIZE)
     b = render_clip(recipe("black+objects", "objects.size=[20, 40]"), 0, 1, FRAMES, SIZE)
@@ -178,12 +188,15 @@ def test_stream_workers_after_opencv_use_do_not_hang():
 def test_generate_one_or_two_workers_give_identical_data(tmp_path):
     args = ["generate", "--n", 12, "--frames", FRAMES, "--size", SIZE, "--shard-size", 5, "--recipe", "mixed",
             "--set", "background.bank_size=2", "--seed", 9, "--quiet"]
-    data = {}
+    data, tars = {}, {}
     for workers in (1, 2):
         out = tmp_path / f"w{workers}"
         proc = run_module(*args, "--out", out, "--workers", workers, timeout=240)
         assert proc.returncode == 0, proc.stderr
         data[workers] = read_samples(out)
+        tars[workers] = {p.name: p.read_bytes() for p in sorted(out.glob("shard-*.tar"))}
+    assert list(tars[1]) == ["shard-000000.tar", "shard-000001.tar", "shard-000002.tar"]
+    assert tars[1] == tars[2]  # the very same bytes (generate.py: stored bytes depend only on the arguments)
     assert sorted(data[1]) == sorted(data[2]) == [sample_key(i) for i in range(12)]
     r = recipe("mixed")
     for key in data[1]:
