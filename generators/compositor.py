@@ -68,8 +68,8 @@ def composite(video: np.ndarray, tracks: list[ObjectTrack]) -> tuple[np.ndarray,
         plans.append((M, rois.tolist(), premultiply(tr.sprite), tr.opacity.tolist()))
     for t in range(T):
         frame, lab = video[t], labels[t]
-        drawn: list[tuple] = []  # k, x0, y0, x1, y1, pixels k took
-        shared = False  # did any region overlap an earlier one in this frame?
+        drawn: list[tuple] = []  # k, x0, y0, x1, y1, pixels k took, its alpha
+        shared = False  # has any region overlapped an earlier one in this frame?
         for k in range(K):
             M, rois, sprite, opacity = plans[k]
             x0, y0, x1, y1 = rois[t]
@@ -84,24 +84,29 @@ def composite(video: np.ndarray, tracks: list[ObjectTrack]) -> tuple[np.ndarray,
             roi = frame[y0:y1, x0:x1]
             bg = cv2.multiply(roi, cv2.cvtColor(inv, cv2.COLOR_GRAY2RGB), scale=_INV255)
             cv2.add(cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB), bg, dst=roi)
-            w = weight[y0:y1, x0:x1]  # stale values elsewhere are harmless: only owned pixels are read
-            af = np.multiply(a, np.float32(_INV255), dtype=np.float32)
-            if any(x0 < bx1 and bx0 < x1 and y0 < by1 and by0 < y1 for _, bx0, by0, bx1, by1, _ in drawn):
-                shared = True  # w <- max(w * (1 - a), a if a > 1/2 else 0), i.e. a where k takes over
-                cv2.max(cv2.multiply(w, 1.0 - af), cv2.threshold(af, 0.5, 1.0, cv2.THRESH_TOZERO)[1], dst=w)
-            else:
-                w[...] = af
+            overlaps = any(x0 < bx1 and bx0 < x1 and y0 < by1 and by0 < y1 for _, bx0, by0, bx1, by1, _, _ in drawn)
+            if overlaps and not shared:  # first overlap in this frame: start tracking shares
+                shared = True
+                for _, bx0, by0, bx1, by1, _, ba in drawn:
+                    np.multiply(ba, np.float32(_INV255), out=weight[by0:by1, bx0:bx1], dtype=np.float32)
+            if shared:  # alone, an object's share is its alpha and needs no bookkeeping
+                w = weight[y0:y1, x0:x1]  # stale values elsewhere are harmless: only owned pixels are read
+                af = np.multiply(a, np.float32(_INV255), dtype=np.float32)
+                if overlaps:  # w <- max(w * (1 - a), a if a > 1/2 else 0), i.e. a where k takes over
+                    cv2.max(cv2.multiply(w, 1.0 - af), cv2.threshold(af, 0.5, 1.0, cv2.THRESH_TOZERO)[1], dst=w)
+                else:
+                    w[...] = af
             # labels grow back to front, so "k takes the pixel where a > 1/2" is a max
             lr = lab[y0:y1, x0:x1]
             took = cv2.threshold(a, 127, k + 1, cv2.THRESH_BINARY)[1]
             cv2.max(lr, took, dst=lr)
-            drawn.append((k, x0, y0, x1, y1, took))
+            drawn.append((k, x0, y0, x1, y1, took, a))
         if shared:  # owners whose share fell to 1/2 or less lose the pixel
-            for k, x0, y0, x1, y1, _ in drawn:
+            for k, x0, y0, x1, y1, _, _ in drawn:
                 lr = lab[y0:y1, x0:x1]
                 keep = cv2.compare(weight[y0:y1, x0:x1], 0.5, cv2.CMP_GT)  # 255 where the owner kept > 1/2
                 cv2.bitwise_and(lr, keep, dst=lr)
-        for k, x0, y0, x1, y1, took in drawn:
+        for k, x0, y0, x1, y1, took, _ in drawn:
             # alone in the frame, an object owns exactly the pixels it took
             own = cv2.compare(lab[y0:y1, x0:x1], k + 1, cv2.CMP_EQ) if shared else took
             bx, by, bw, bh = cv2.boundingRect(own)
