@@ -2,6 +2,8 @@
 rotation, size, shear and opacity curve."""
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -33,8 +35,8 @@ class ObjectTrack:
 def choose(rng: np.random.Generator, weights: dict[str, float]) -> str:
     """Weighted choice over dict keys (insertion order; deterministic for a given rng state)."""
     keys = list(weights)
-    cum = np.cumsum([weights[k] for k in keys])
-    return keys[min(int(np.searchsorted(cum, rng.random() * cum[-1], side="right")), len(keys) - 1)]
+    cum = list(itertools.accumulate(weights.values()))  # plain Python: numpy costs more on a handful of items
+    return keys[min(bisect.bisect_right(cum, rng.random() * cum[-1]), len(keys) - 1)]
 
 
 # ---- procedural sprites -------------------------------------------------------------------
@@ -94,10 +96,11 @@ def fill_texture(rng, fill: str, w: int, h: int, res: Resources) -> np.ndarray:
     if fill == "flat":
         return np.broadcast_to((cols[0] * 255).astype(np.uint8), (h, w, 3)).copy()
     a = rng.uniform(0, 2 * math.pi)
-    gx = np.linspace(-1, 1, w, dtype=np.float32)[None, :]
-    gy = np.linspace(-1, 1, h, dtype=np.float32)[:, None]
-    t = np.clip((math.cos(a) * gx + math.sin(a) * gy) * 0.5 + 0.5, 0, 1)[..., None]
-    return ((cols[0] + (cols[1] - cols[0]) * t) * 255).astype(np.uint8)
+    corner = np.array([[-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0], [1.0, 1.0]]) @ [math.cos(a), math.sin(a)]
+    t = np.clip(corner * 0.5 + 0.5, 0, 1).reshape(2, 2, 1).astype(np.float32)
+    quad = ((cols[0] + (cols[1] - cols[0]) * t) * 255).astype(np.float32)  # (2, 2, 3) corner colours
+    # bilinear resizing of a linear ramp is the ramp: one cheap call instead of per-pixel maths
+    return cv2.resize(quad, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.uint8)
 
 
 def procedural_sprite(rng, spec: ObjectSpec, w: int, h: int, res: Resources) -> tuple[np.ndarray, str]:

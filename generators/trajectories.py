@@ -137,7 +137,7 @@ def smooth_curve(rng: np.random.Generator, T: int, lo: float, hi: float, every: 
         return np.full(T, float(lo))
     n_keys = max(2, math.ceil((T - 1) / every) + 1)
     keys = rng.uniform(lo, hi, size=n_keys)
-    u = np.linspace(0.0, n_keys - 1, T)
+    u = np.arange(T) * ((n_keys - 1) / (T - 1))
     i = np.minimum(u.astype(int), n_keys - 2)
     f = u - i
     f = f * f * (3 - 2 * f)
