@@ -36,7 +36,7 @@ def main() -> None:
     clips = [render_clip(r, 0, i).video for r in args.recipes for i in range(args.clips)]
     print(f"{len(clips)} clips of 16x224x224 from {', '.join(args.recipes)}")
     print(f"{'codec':62s} {'KB/clip':>8s} {'PSNR dB':>8s} {'min dB':>7s} {'enc ms':>7s} {'dec ms':>7s}")
-    runs = [(f"{name} (fresh encoder per clip)", codec, False) for name, codec in CANDIDATES.items()]
+    runs = [(name + (" (fresh encoder per clip)" if codec.name == "h264" else ""), codec, False) for name, codec in CANDIDATES.items()]
     runs += [(f"{name} (encoder reused, as generate)", codec, True) for name, codec in CANDIDATES.items() if codec.name == "h264"]
     for name, codec, reuse in runs:
         sizes, ps, enc, dec = [], [], [], []
