@@ -38,7 +38,7 @@ def main() -> None:
     rates, mem = [], []
     for p in range(args.passes):
         t0, n = time.perf_counter(), 0
-        for clip in iter_clips(args.shards):
+        for _ in iter_clips(args.shards):
             n += 1
         rates.append(n / (time.perf_counter() - t0))
         mem.append(rss_mib())

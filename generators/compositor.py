@@ -102,7 +102,7 @@ def composite(video: np.ndarray, tracks: list[ObjectTrack]) -> tuple[np.ndarray,
             cv2.max(lr, took, dst=lr)
             drawn.append((k, x0, y0, x1, y1, took, a))
         if shared:  # owners whose share fell to 1/2 or less lose the pixel
-            for k, x0, y0, x1, y1, _, _ in drawn:
+            for _, x0, y0, x1, y1, _, _ in drawn:
                 lr = lab[y0:y1, x0:x1]
                 keep = cv2.compare(weight[y0:y1, x0:x1], 0.5, cv2.CMP_GT)  # 255 where the owner kept > 1/2
                 cv2.bitwise_and(lr, keep, dst=lr)

@@ -56,7 +56,7 @@ class LazyFiles:
                 item = self._load(k)
             except (ValueError, OSError) as e:
                 self._bad.add(k)
-                warnings.warn(f"skipping undecodable {self.what} {self.files[k]}: {e}")
+                warnings.warn(f"skipping undecodable {self.what} {self.files[k]}: {e}", stacklevel=2)
                 continue
             self._cache[k] = item
             if len(self._cache) > self.cache_items:

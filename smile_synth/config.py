@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,7 @@ def build(cls: type, data: dict[str, Any] | None, base: Any = None, where: str =
             close = difflib.get_close_matches(key, list(fields), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(fields)}"
             raise UserError(f"unknown setting {where}{key}{hint}")
-    for name, f in fields.items():
+    for name in fields:
         current = getattr(base, name) if base is not None else None
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
@@ -81,7 +82,7 @@ def build(cls: type, data: dict[str, Any] | None, base: Any = None, where: str =
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
-    if origin is typing.Union or origin is getattr(__import__("types"), "UnionType", None):
+    if origin in (typing.Union, types.UnionType):  # Optional[X] / X | None
         if value is None and type(None) in args:
             return None
         tp = next(a for a in args if a is not type(None))
