@@ -3,15 +3,15 @@ object's visible pixel mask after occlusion.
 
 A pixel belongs to object k when k contributes more than half of its final colour:
 w_k = a_k * prod_{j in front of k} (1 - a_j) > 1/2, with the alphas a (multiples of 1/255) the
-blend uses; the running shares are kept in float32. The weights of one pixel sum to at most 1, so masks are disjoint. Only the
-bounding box of each warped sprite is touched, and every per-pixel step is one OpenCV call.
+blend uses; shares are tracked in float32, and only in frames where objects overlap. The shares
+of one pixel sum to at most 1, so masks are disjoint. Only the bounding box of each warped
+sprite is touched, and every per-pixel step is one OpenCV or numpy call.
 """
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-from .clip import labels_to_masks
 from .objects import ObjectTrack
 
 _INV255 = 1.0 / 255.0
@@ -56,8 +56,8 @@ def composite(video: np.ndarray, tracks: list[ObjectTrack]) -> tuple[np.ndarray,
     """
     T, H, W = video.shape[:3]
     K = len(tracks)
-    labels = np.zeros((T, H, W), np.uint8)  # owner k + 1 of each pixel, 0 = background
-    weight = np.zeros((H, W), np.float32)  # owner's remaining share of the colour
+    masks = np.zeros((K, T, H, W), bool)
+    weight = np.zeros((H, W), np.float32)  # current owner's share of each pixel's colour
     found: list[tuple[int, int, int, int, int, int]] = []  # k, t, x1, y1, x2, y2
     plans = []
     for tr in tracks:
@@ -67,8 +67,8 @@ def composite(video: np.ndarray, tracks: list[ObjectTrack]) -> tuple[np.ndarray,
         M[:, 1, 2] -= rois[:, 1]
         plans.append((M, rois.tolist(), premultiply(tr.sprite), tr.opacity.tolist()))
     for t in range(T):
-        frame, lab = video[t], labels[t]
-        drawn: list[tuple] = []  # k, x0, y0, x1, y1, pixels k took, its alpha
+        frame = video[t]
+        drawn: list[tuple] = []  # k, x0, y0, x1, y1, its alpha
         shared = False  # has any region overlapped an earlier one in this frame?
         for k in range(K):
             M, rois, sprite, opacity = plans[k]
@@ -80,40 +80,37 @@ def composite(video: np.ndarray, tracks: list[ObjectTrack]) -> tuple[np.ndarray,
             if op < 1.0:
                 rgba = cv2.convertScaleAbs(rgba, alpha=op)
             a = cv2.extractChannel(rgba, 3)
-            inv = cv2.bitwise_not(a)  # 255 - a
             roi = frame[y0:y1, x0:x1]
-            bg = cv2.multiply(roi, cv2.cvtColor(inv, cv2.COLOR_GRAY2RGB), scale=_INV255)
+            bg = cv2.multiply(roi, cv2.cvtColor(cv2.bitwise_not(a), cv2.COLOR_GRAY2RGB), scale=_INV255)
             cv2.add(cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB), bg, dst=roi)
-            overlaps = any(x0 < bx1 and bx0 < x1 and y0 < by1 and by0 < y1 for _, bx0, by0, bx1, by1, _, _ in drawn)
-            if overlaps and not shared:  # first overlap in this frame: start tracking shares
+            own = np.greater(a, 127, out=masks[k, t, y0:y1, x0:x1])  # k takes the pixels where a > 1/2
+            hits = [d for d in drawn if x0 < d[3] and d[1] < x1 and y0 < d[4] and d[2] < y1]
+            if hits and not shared:  # first overlap in this frame: start tracking shares
                 shared = True
-                for _, bx0, by0, bx1, by1, _, ba in drawn:
+                for _, bx0, by0, bx1, by1, ba in drawn:
                     np.multiply(ba, np.float32(_INV255), out=weight[by0:by1, bx0:bx1], dtype=np.float32)
             if shared:  # alone, an object's share is its alpha and needs no bookkeeping
                 w = weight[y0:y1, x0:x1]  # stale values elsewhere are harmless: only owned pixels are read
                 af = np.multiply(a, np.float32(_INV255), dtype=np.float32)
-                if overlaps:  # w <- max(w * (1 - a), a if a > 1/2 else 0), i.e. a where k takes over
+                if hits:  # w <- max(w * (1 - a), a if a > 1/2 else 0), i.e. a where k takes over
                     cv2.max(cv2.multiply(w, 1.0 - af), cv2.threshold(af, 0.5, 1.0, cv2.THRESH_TOZERO)[1], dst=w)
                 else:
                     w[...] = af
-            # labels grow back to front, so "k takes the pixel where a > 1/2" is a max
-            lr = lab[y0:y1, x0:x1]
-            took = cv2.threshold(a, 127, k + 1, cv2.THRESH_BINARY)[1]
-            cv2.max(lr, took, dst=lr)
-            drawn.append((k, x0, y0, x1, y1, took, a))
+                for j, bx0, by0, bx1, by1, _ in hits:  # what k took, earlier owners lose
+                    ix0, iy0, ix1, iy1 = max(x0, bx0), max(y0, by0), min(x1, bx1), min(y1, by1)
+                    mj = masks[j, t, iy0:iy1, ix0:ix1]
+                    np.greater(mj, own[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0], out=mj)  # mj and not own
+            drawn.append((k, x0, y0, x1, y1, a))
         if shared:  # owners whose share fell to 1/2 or less lose the pixel
-            for _, x0, y0, x1, y1, _, _ in drawn:
-                lr = lab[y0:y1, x0:x1]
-                keep = cv2.compare(weight[y0:y1, x0:x1], 0.5, cv2.CMP_GT)  # 255 where the owner kept > 1/2
-                cv2.bitwise_and(lr, keep, dst=lr)
-        for k, x0, y0, x1, y1, took, _ in drawn:
-            # alone in the frame, an object owns exactly the pixels it took
-            own = cv2.compare(lab[y0:y1, x0:x1], k + 1, cv2.CMP_EQ) if shared else took
-            bx, by, bw, bh = cv2.boundingRect(own)
+            for k, x0, y0, x1, y1, _ in drawn:
+                mk = masks[k, t, y0:y1, x0:x1]
+                np.logical_and(mk, weight[y0:y1, x0:x1] > 0.5, out=mk)
+        for k, x0, y0, x1, y1, _ in drawn:
+            bx, by, bw, bh = cv2.boundingRect(masks[k, t, y0:y1, x0:x1].view(np.uint8))
             if bw:
                 found.append((k, t, x0 + bx, y0 + by, x0 + bx + bw, y0 + by + bh))
     boxes = np.full((K, T, 4), np.nan, np.float32)
     if found:
         f = np.array(found)
         boxes[f[:, 0], f[:, 1]] = f[:, 2:]
-    return video, labels_to_masks(labels, K), boxes
+    return video, masks, boxes
