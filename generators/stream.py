@@ -39,6 +39,7 @@ class ClipStream(IterableDataset):
         self.seed, self.frames, self.size = seed, frames, size
         self.start, self.length, self.transform = start, length, transform
         self.rank, self.world_size = rank, world_size
+        prepare(self.recipe, seed, size)  # bad folders fail here; forked DataLoader workers share the banks
 
     def indices(self, worker: int = 0, num_workers: int = 1) -> Iterator[int]:
         """Clip indices this (rank, worker) renders."""
@@ -57,7 +58,7 @@ class ClipStream(IterableDataset):
         worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
         if info is not None:
             cv2.setNumThreads(1)  # one core per worker
-        prepare(self.recipe, self.seed, self.size)
+        prepare(self.recipe, self.seed, self.size)  # no-op where the banks came with the fork
         for i in self.indices(worker, num_workers):
             clip = render_clip(self.recipe, self.seed, i, self.frames, self.size)
             yield self.transform(clip) if self.transform else clip
