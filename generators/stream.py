@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Iterator
 
-import cv2
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -56,8 +55,6 @@ class ClipStream(IterableDataset):
     def __iter__(self):
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
-        if info is not None:
-            cv2.setNumThreads(1)  # one core per worker
         prepare(self.recipe, self.seed, self.size)  # no-op where the banks came with the fork
         for i in self.indices(worker, num_workers):
             clip = render_clip(self.recipe, self.seed, i, self.frames, self.size)

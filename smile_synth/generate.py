@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 from tqdm import tqdm
 
 from generators import prepare, render_clip
@@ -81,8 +80,7 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(cfg: GenerateConfig) -> None:
-    cv2.setNumThreads(1)
-    _WORKER["cfg"] = cfg
+    _WORKER["cfg"] = cfg  # OpenCV is already single-threaded: importing generators sets that
 
 
 def _render_segment(indices: range) -> list[tuple[int, dict[str, bytes] | None, str]]:
@@ -144,8 +142,8 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict[str, Any]:
     check_writable(out)
     spec = cfg.spec()
     spec_path = out / DATASET
-    has_shards = any(out.glob(SHARD_GLOB))
-    if spec_path.is_file() and has_shards:
+    resuming = spec_path.is_file() and any(out.glob(SHARD_GLOB))
+    if resuming:
         old = read_json(spec_path)
         if old != spec:
             diff = sorted(k for k in set(old) | set(spec) if old.get(k) != spec.get(k))
@@ -157,7 +155,7 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict[str, Any]:
     todo = [s for s in my_shards(cfg) if not shard_complete(out, s)]
     if todo:
         prepare(cfg.recipe, cfg.seed, cfg.size)  # fail fast on bad folders (before claiming --out)
-    if not (spec_path.is_file() and has_shards):
+    if not resuming:
         write_json_atomic(spec_path, spec)
     total_clips = sum(len(shard_indices(cfg, s)) for s in todo)
     failed: list[tuple[int, str]] = []

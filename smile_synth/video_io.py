@@ -48,7 +48,7 @@ class H264Encoder:
         cc.thread_count = 1
         cc.options = {"crf": str(codec.crf), "preset": codec.preset, "tune": "zerolatency", "forced-idr": "1",
                       "x264-params": "fullrange=on:colormatrix=bt470bg:repeat-headers=1:keyint=infinite:scenecut=0"}
-        self.cc, self.size, self.pts = cc, (height, width), 0
+        self.cc, self.pts = cc, 0
 
     def encode(self, video: np.ndarray) -> bytes:
         """uint8 (T, H, W, 3) RGB -> a self-contained Annex-B H.264 stream."""
@@ -82,11 +82,6 @@ class ClipEncoder:
         if (H, W) not in self._h264:
             self._h264[(H, W)] = H264Encoder(W, H, self.codec)
         return self._h264[(H, W)].encode(video)
-
-
-def encode_video(video: np.ndarray, codec: Codec = DEFAULT_CODEC) -> bytes:
-    """uint8 (T, H, W, 3) RGB -> bytes, with a fresh encoder (a pure function of the frames)."""
-    return ClipEncoder(codec).encode(video)
 
 
 def _plane_view(p) -> np.ndarray:
