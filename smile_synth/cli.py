@@ -149,6 +149,60 @@ def inspect(path, verify) -> None:
         click.echo(f"verify: OK, all {rep.clips} clips decode")
 
 
+@cli.command()
+@click.option("--source", type=click.Choice(["synthetic", "natural", "mixed"]), default=None,
+              help="Training clips: synthetic (shards or --recipe), natural videos, or a mix [default: synthetic].")
+@click.option("--data", default=None, help="Shard folder (synthetic) or video list / folder (natural, mixed) "
+              "[natural default: the real clips shipped in pip packages].")
+@click.option("--recipe", default=None, help="Render synthetic clips of this recipe on the fly (no disk).")
+@click.option("--synthetic-data", default=None, help="mixed: synthetic shards instead of --recipe.")
+@click.option("--overlay", default=None, help="natural: overlay moving objects of this recipe (SMILE stage 1), e.g. overlay.")
+@click.option("--mix-ratio", type=float, default=None, help="mixed: share of synthetic clips [0.5].")
+@click.option("--preset", default=None, help="Student: tiny, small, base or large [tiny].")
+@click.option("--frames", type=int, default=None, help="Frames per clip [the preset's].")
+@click.option("--size", type=int, default=None, help="Frame side in px [the preset's].")
+@click.option("--target", type=click.Choice(["clip", "pixel"]), default=None, help="Reconstruct CLIP features or pixels [clip].")
+@click.option("--teacher", default=None, help="open_clip model of the teacher [ViT-B-16].")
+@click.option("--teacher-pretrained", default=None, help="open_clip tag, local weights file, or none (random; tests only) [openai].")
+@click.option("--mask", type=click.Choice(["auto", "tube", "traj"]), default=None,
+              help="tube, or tube+trajectory; auto = traj when the clips carry objects [auto].")
+@click.option("--mask-ratio", type=float, default=None, help="[0.8]")
+@click.option("--traj-unmask-ratio", type=float, default=None, help="Share of object tokens left visible [0.1].")
+@click.option("--multiple-sampling", is_flag=True, default=None, help="Two masks per clip per step, teacher run once.")
+@click.option("--steps", type=int, default=None, help="Optimizer steps.")
+@click.option("--epochs", type=float, default=None, help="Or passes over a finite dataset.")
+@click.option("--batch-size", type=int, default=None, help="Clips per process and step [8].")
+@click.option("--lr", type=float, default=None, help="Base lr, scaled by global batch / 256 [preset's: 1.5e-4; tiny 1.5e-3].")
+@click.option("--clip-grad", type=float, default=None, help="Clip the gradient norm to this.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=None, help="[auto: bf16 on GPU, fp32 on CPU]")
+@click.option("--workers", type=int, default=None, help="DataLoader workers per process [2].")
+@click.option("--out", default=None, help="Run folder: checkpoints, log.jsonl, encoder.pt [runs/pretrain].")
+@click.option("--save-every", type=int, default=None, help="Checkpoint every N steps [1000].")
+@click.option("--resume", default=None, help="auto (continue OUT/checkpoint.pt if any), none, or a checkpoint path [auto].")
+@click.option("--init", default=None, help="Start from these weights (e.g. stage 1's checkpoint for stage 2).")
+@click.option("--seed", type=int, default=None, help="[0]")
+@click.option("--config", "config_file", default=None, help="YAML/JSON file of settings (keys as the options, with _); options override it.")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Any other setting, e.g. --set object_threshold=0.5.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def pretrain(config_file, settings, quiet, **options) -> None:
+    """SMILE pretraining: masked CLIP-feature (or pixel) reconstruction with synthetic motion."""
+    from training.config import PretrainConfig
+    from training.trainer import pretrain as run
+
+    from .config import build, load_mapping, parse_assignment, set_path
+
+    data = load_mapping(config_file) if config_file else {}
+    for text in settings:
+        keys, value = parse_assignment(text)
+        set_path(data, keys, value)
+    data.update({k: v for k, v in options.items() if v is not None})
+    if quiet:
+        data["progress"] = False
+    cfg = build(PretrainConfig, data)
+    info = run(cfg)
+    click.echo(f"{cfg.out}: {info['steps']} steps, {info['clips_seen']} clips seen; encoder weights in {cfg.out}/encoder.pt")
+
+
 def main() -> None:
     cli(prog_name="smile-synth")
 

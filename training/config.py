@@ -1,0 +1,116 @@
+"""PretrainConfig: every setting of a pretraining run, validated once at the edge (CLI / YAML)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from smile_synth.errors import UserError
+
+SOURCES = ("synthetic", "natural", "mixed")
+TARGETS = ("clip", "pixel")
+MASKS = ("auto", "tube", "traj")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# base lr (scaled by batch / 256): VideoMAE's for the real models; the CPU demo model learns in a few
+# hundred steps only with a larger one
+DEFAULT_BASE_LR = {"tiny": 1.5e-3, "small": 1.5e-4, "base": 1.5e-4, "large": 1.5e-4}
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    # data
+    source: str = "synthetic"            # synthetic | natural | mixed
+    data: str | None = None              # shards (synthetic) or video list / folder (natural, mixed); None = embedded / --recipe
+    recipe: str | None = None            # render synthetic clips on the fly (synthetic, mixed)
+    synthetic_data: str | None = None    # mixed: synthetic shards instead of --recipe
+    overlay: str | None = None           # natural: recipe of objects overlaid on the clips (SMILE stage 1)
+    mix_ratio: float = 0.5               # mixed: share of synthetic clips
+    sampling_rate: int = 4               # natural: frame stride
+    max_bad_share: float = 0.1           # stop when more than this share of samples is unreadable
+    # model
+    preset: str = "tiny"
+    frames: int | None = None            # None = the preset's
+    size: int | None = None
+    drop_path: float = 0.0
+    # target
+    target: str = "clip"
+    teacher: str = "ViT-B-16"
+    teacher_pretrained: str = "openai"
+    # masking
+    mask: str = "auto"                   # auto = traj when clips carry objects, else tube
+    mask_ratio: float = 0.8
+    traj_unmask_ratio: float = 0.1
+    object_threshold: float = 0.25       # token is an object token when this share of its pixels is object
+    multiple_sampling: bool = False
+    # optimisation
+    steps: int | None = None
+    epochs: float | None = None
+    batch_size: int = 8                  # per process
+    lr: float | None = None              # base lr; actual = lr x global batch / 256; None = the preset's
+    warmup: float = 0.05                 # share of steps (< 1) or a number of steps (>= 1)
+    weight_decay: float = 0.05
+    clip_grad: float | None = None
+    precision: str = "auto"              # auto = bf16 autocast on GPU, fp32 on CPU
+    # run
+    workers: int = 2
+    out: str = "runs/pretrain"
+    save_every: int = 1000
+    log_every: int = 10
+    resume: str | None = "auto"          # auto = continue from OUT/checkpoint.pt if present; none; or a path
+    init: str | None = None              # start from these weights (stage 2 from stage 1)
+    seed: int = 0
+    progress: bool = True
+
+    def validate(self) -> PretrainConfig:
+        def choice(name, value, allowed):
+            if value not in allowed:
+                raise UserError(f"--{name.replace('_', '-')} {value!r} is not one of {', '.join(allowed)}")
+        choice("source", self.source, SOURCES)
+        choice("target", self.target, TARGETS)
+        choice("mask", self.mask, MASKS)
+        choice("precision", self.precision, PRECISIONS)
+        if self.source == "synthetic" and (self.data is None) == (self.recipe is None):
+            raise UserError("--source synthetic needs exactly one of --data SHARDS or --recipe NAME (render on the fly)")
+        if self.source == "natural" and (self.recipe or self.synthetic_data):
+            raise UserError("--source natural takes no --recipe/--synthetic-data; use --overlay RECIPE to add objects, or --source mixed")
+        if self.source == "mixed" and (self.recipe is None) == (self.synthetic_data is None):
+            raise UserError("--source mixed needs exactly one of --recipe NAME or --synthetic-data SHARDS for its synthetic part")
+        if self.overlay and self.source == "synthetic":
+            raise UserError("--overlay adds objects onto natural clips; synthetic clips carry their own objects")
+        if (self.steps is None) == (self.epochs is None):
+            raise UserError("give exactly one of --steps N or --epochs E")
+        for name in ("steps", "batch_size", "workers", "save_every", "log_every", "sampling_rate"):
+            v = getattr(self, name)
+            if v is not None and v < (0 if name == "workers" else 1):
+                raise UserError(f"--{name.replace('_', '-')} {v} must be >= {0 if name == 'workers' else 1}")
+        if self.epochs is not None and self.epochs <= 0:
+            raise UserError(f"--epochs {self.epochs} must be > 0")
+        for name in ("mask_ratio", "traj_unmask_ratio", "mix_ratio", "max_bad_share"):
+            v = getattr(self, name)
+            if not 0 <= v <= 1:
+                raise UserError(f"--{name.replace('_', '-')} {v} must be in [0, 1]")
+        if not 0 < self.mask_ratio < 1:
+            raise UserError(f"--mask-ratio {self.mask_ratio} must be strictly between 0 and 1")
+        if not 0 < self.object_threshold <= 1:
+            raise UserError(f"--object-threshold {self.object_threshold} must be in (0, 1]")
+        if self.lr is not None and self.lr <= 0:
+            raise UserError(f"--lr {self.lr} must be > 0")
+        if self.warmup < 0:
+            raise UserError(f"--warmup {self.warmup} must be >= 0")
+        if self.clip_grad is not None and self.clip_grad <= 0:
+            raise UserError(f"--clip-grad {self.clip_grad} must be > 0")
+        if self.preset not in DEFAULT_BASE_LR:
+            raise UserError(f"unknown --preset {self.preset!r}; choose one of {', '.join(DEFAULT_BASE_LR)}")
+        return self
+
+    @property
+    def has_objects(self) -> bool:
+        return self.source != "natural" or self.overlay is not None
+
+    @property
+    def mask_kind(self) -> str:
+        if self.mask != "auto":
+            return self.mask
+        return "traj" if self.has_objects else "tube"
+
+    @property
+    def base_lr(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_BASE_LR[self.preset]

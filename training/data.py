@@ -1,0 +1,245 @@
+"""Training batches from synthetic shards, on-the-fly rendering, natural videos, or a mix.
+
+Every sample has a global index g; batch `step` of rank r holds g = (step * world + r) * B + j,
+j < B. A source maps g to a clip as a pure function of (seed, g), so a run that resumes at step s
+sees exactly the batches a straight run would, whatever the number of DataLoader workers.
+
+A source returns Sample(video uint8 (T, H, W, 3), objects bool (T, H, W) or None: the union of the
+overlaid objects' pixel masks). A bad sample (unreadable video, corrupt shard member) is skipped:
+the source is asked again with attempt + 1, which picks another item, and the batch counts it.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import tarfile
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import count
+from pathlib import Path
+from typing import Iterator, Protocol
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from generators import overlay_clip, render_clip
+from generators.render import prepare
+from smile_synth.errors import UserError
+from smile_synth.shards import DATASET, decode_sample, read_json, shard_paths
+
+from .masking import object_token_coverage
+from .natural import BadVideo, VideoItem, load_clip
+
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 8          # tries per sample before the batch reports failure
+WARN_FIRST = 5            # bad-sample warnings per worker before going quiet
+
+
+class BadSample(Exception):
+    """A sample that cannot be used; the message names it and why."""
+
+
+@dataclass
+class Sample:
+    video: np.ndarray                  # uint8 (T, H, W, 3)
+    objects: np.ndarray | None         # bool (T, H, W), None when the clip has no overlaid objects
+
+
+class Source(Protocol):
+    size: int | None                   # items per epoch; None = endless
+
+    def get(self, g: int, attempt: int) -> Sample: ...
+
+
+def sample_rng(seed: int, g: int, attempt: int, salt: int) -> np.random.Generator:
+    return np.random.default_rng([seed, g, attempt, salt])
+
+
+@lru_cache(maxsize=4)
+def _permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch, 7]).permutation(n)
+
+
+def epoch_item(seed: int, g: int, n: int, attempt: int = 0) -> int:
+    """Item of global sample g: a fresh permutation of the n items each epoch; retries step past it."""
+    epoch, pos = divmod(g, n)
+    return int(_permutation(seed, epoch, n)[(pos + attempt * 7919) % n])
+
+
+def fit_clip(video: np.ndarray, objects: np.ndarray | None, frames: int, size: int,
+             rng: np.random.Generator) -> Sample:
+    """A random `frames`-long window, resized to size x size. video (T, H, W, 3), objects (T, H, W)."""
+    T, H, W = video.shape[:3]
+    if T < frames:
+        raise BadSample(f"clip has {T} frames, need {frames}")
+    t0 = int(rng.integers(0, T - frames + 1))
+    video = video[t0:t0 + frames]
+    objects = None if objects is None else objects[t0:t0 + frames]
+    if (H, W) != (size, size):
+        interp = cv2.INTER_AREA if min(H, W) > size else cv2.INTER_LINEAR
+        video = np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in video])
+        if objects is not None:
+            objects = np.stack([cv2.resize(m.view(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
+                                for m in objects]).astype(bool)
+    return Sample(np.ascontiguousarray(video), objects)
+
+
+# ---- sources ---------------------------------------------------------------------------------
+
+class ShardSource:
+    """Clips of a `generate` output folder, random access through an index of tar offsets."""
+
+    def __init__(self, path: str | Path, frames: int, size: int, seed: int = 0):
+        self.frames, self.size, self.seed = frames, size, seed
+        try:
+            self.paths = shard_paths(path)
+        except FileNotFoundError:
+            raise UserError(f"--data {path}: no such shard folder; create one with `smile-synth generate --out {path}`") from None
+        if not self.paths:
+            raise UserError(f"--data {path} holds no shard-*.tar files; create them with `smile-synth generate --out {path}`")
+        meta = Path(path) / DATASET
+        if meta.is_file():
+            have = read_json(meta).get("frames", frames)
+            if have < frames:
+                raise UserError(f"shards in {path} have {have} frames but the model needs {frames}; "
+                                f"regenerate with --frames {frames} or use a preset with fewer frames")
+        shard, start, end = [], [], []
+        for i, p in enumerate(self.paths):
+            for key, (a, b) in _sample_spans(p):
+                shard.append(i), start.append(a), end.append(b)
+        self.shard = np.asarray(shard, np.int32)
+        self.start = np.asarray(start, np.int64)
+        self.end = np.asarray(end, np.int64)
+        self.size = len(self.shard)
+        if self.size == 0:
+            raise UserError(f"--data {path}: the shards hold no samples")
+
+    def get(self, g: int, attempt: int) -> Sample:
+        i = epoch_item(self.seed, g, self.size, attempt)
+        path = self.paths[self.shard[i]]
+        try:
+            with open(path, "rb") as f:
+                f.seek(self.start[i])
+                chunk = f.read(int(self.end[i] - self.start[i]))
+            with tarfile.open(fileobj=io.BytesIO(chunk), mode="r") as tar:
+                members = {Path(m.name).name.partition(".")[2]: tar.extractfile(m).read() for m in tar if m.isfile()}
+            clip = decode_sample(members)
+        except (OSError, ValueError, KeyError, tarfile.TarError) as e:
+            raise BadSample(f"{path.name} sample {i}: {e}") from None
+        objects = clip.masks.any(axis=0) if clip.num_objects else None
+        return fit_clip(clip.video, objects, self.frames, self.size, sample_rng(self.seed, g, attempt, 1))
+
+
+def _sample_spans(path: Path) -> Iterator[tuple[str, tuple[int, int]]]:
+    """(key, (first header offset, end of last member)) of each sample in a tar, from headers only."""
+    key, a, b = None, 0, 0
+    with tarfile.open(path, "r") as tar:
+        for m in tar:
+            if not m.isfile():
+                continue
+            k = Path(m.name).name.partition(".")[0]
+            if k != key:
+                if key is not None:
+                    yield key, (a, b)
+                key, a = k, m.offset
+            b = m.offset_data + -(-m.size // 512) * 512
+    if key is not None:
+        yield key, (a, b)
+
+
+class RenderSource:
+    """Clips rendered on the fly from a recipe: clip g is render_clip(recipe, seed, g). Endless."""
+    size = None
+
+    def __init__(self, recipe, frames: int, size: int, seed: int = 0):
+        self.recipe = prepare(recipe, seed, size)     # banks built before workers fork
+        self.frames, self.clip_size, self.seed = frames, size, seed
+
+    def get(self, g: int, attempt: int) -> Sample:
+        clip = render_clip(self.recipe, self.seed, g + attempt * 1_000_003, self.frames, self.clip_size)
+        return Sample(clip.video, clip.masks.any(axis=0) if clip.num_objects else None)
+
+
+class NaturalSource:
+    """Natural video clips (VideoMAE sampling and multi-scale crop), optionally with objects overlaid."""
+
+    def __init__(self, items: list[VideoItem], frames: int, size: int, rate: int = 4, overlay=None,
+                 seed: int = 0, short_side: int | None = 320):
+        self.items, self.frames, self.clip_size, self.rate = items, frames, size, rate
+        self.overlay = None if overlay is None else prepare(overlay, seed, size)
+        self.seed, self.short_side = seed, short_side
+        self.size = len(items)
+
+    def get(self, g: int, attempt: int) -> Sample:
+        item = self.items[epoch_item(self.seed, g, self.size, attempt)]
+        try:
+            video = load_clip(item, self.frames, self.rate, self.clip_size, sample_rng(self.seed, g, attempt, 2),
+                              self.short_side)
+        except BadVideo as e:
+            raise BadSample(str(e)) from None
+        if self.overlay is None:
+            return Sample(video, None)
+        clip = overlay_clip(video, self.overlay, self.seed, g)
+        return Sample(clip.video, clip.masks.any(axis=0) if clip.num_objects else None)
+
+
+class MixedSource:
+    """Sample g comes from `synthetic` with probability `ratio`, else from `natural`."""
+
+    def __init__(self, synthetic: Source, natural: Source, ratio: float, seed: int = 0):
+        self.synthetic, self.natural, self.ratio, self.seed = synthetic, natural, ratio, seed
+        self.size = None if synthetic.size is None or natural.size is None else synthetic.size + natural.size
+
+    def get(self, g: int, attempt: int) -> Sample:
+        pick = sample_rng(self.seed, g, 0, 3).random() < self.ratio
+        return (self.synthetic if pick else self.natural).get(g, attempt)
+
+
+# ---- batches ---------------------------------------------------------------------------------
+
+class BatchStream(IterableDataset):
+    """Endless batches for one rank, from `start_step` on; use DataLoader(stream, batch_size=None).
+
+    A batch is {"video": uint8 (B, T, H, W, 3), "coverage": float32 (B, N) or None (no objects in
+    any clip), "bad": samples skipped, "step": int, "error": str or None (a sample failed
+    MAX_ATTEMPTS times: the trainer stops with this message)}."""
+
+    def __init__(self, source: Source, batch_size: int, tubelet: int, patch: int, rank: int = 0,
+                 world_size: int = 1, start_step: int = 0):
+        self.source, self.batch_size = source, batch_size
+        self.tubelet, self.patch = tubelet, patch
+        self.rank, self.world_size, self.start_step = rank, world_size, start_step
+        self.warned = 0
+
+    def batch(self, step: int) -> dict:
+        samples, bad = [], 0
+        base = (step * self.world_size + self.rank) * self.batch_size
+        for g in range(base, base + self.batch_size):
+            for attempt in range(MAX_ATTEMPTS):
+                try:
+                    samples.append(self.source.get(g, attempt))
+                    break
+                except BadSample as e:
+                    bad += 1
+                    if self.warned < WARN_FIRST:
+                        self.warned += 1
+                        log.warning("skipping bad sample: %s%s", e, "" if self.warned < WARN_FIRST else " (further warnings muted)")
+            else:
+                return {"video": None, "coverage": None, "bad": bad, "step": step,
+                        "error": f"{MAX_ATTEMPTS} samples in a row were bad (last: {e}); check the data with "
+                                 "`smile-synth inspect` or fix the video list"}
+        video = torch.from_numpy(np.stack([s.video for s in samples]))
+        coverage = None
+        if any(s.objects is not None for s in samples):
+            T, H, W = samples[0].video.shape[:3]
+            objects = np.stack([s.objects if s.objects is not None else np.zeros((T, H, W), bool) for s in samples])
+            coverage = object_token_coverage(torch.from_numpy(objects), self.tubelet, self.patch)
+        return {"video": video, "coverage": coverage, "bad": bad, "step": step, "error": None}
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        for step in count(self.start_step + worker, workers):
+            yield self.batch(step)

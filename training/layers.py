@@ -1,0 +1,123 @@
+"""Transformer layers of the video ViT, with VideoMAE's parameter names (so checkpoints load).
+
+Shapes: B batch, N tokens, C channels, T frames, H/W pixels.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def sincos_table(num_tokens: int, dim: int) -> torch.Tensor:
+    """Fixed 1-D sine-cosine position table over the flattened (t, h, w) token index, as VideoMAE.
+
+    Returns float32 (1, num_tokens, dim): channel 2i is sin(pos / 10000^(2i/dim)), 2i+1 its cos."""
+    pos = torch.arange(num_tokens, dtype=torch.float64)[:, None]
+    i = torch.arange(dim, dtype=torch.float64)[None, :]
+    angle = pos / torch.pow(10000.0, 2 * torch.div(i, 2, rounding_mode="floor") / dim)
+    table = torch.where(i % 2 == 0, torch.sin(angle), torch.cos(angle))
+    return table.float()[None]
+
+
+class PatchEmbed(nn.Module):
+    """(B, 3, T, H, W) -> (B, N, C) with one token per tubelet x patch x patch cube, ordered (t, h, w)."""
+
+    def __init__(self, dim: int, patch: int = 16, tubelet: int = 2, in_chans: int = 3):
+        super().__init__()
+        self.proj = nn.Conv3d(in_chans, dim, kernel_size=(tubelet, patch, patch), stride=(tubelet, patch, patch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention; qkv without bias plus separate q/v biases (k has none), as VideoMAE."""
+
+    def __init__(self, dim: int, heads: int, qkv_bias: bool = True):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        if qkv_bias:
+            self.q_bias = nn.Parameter(torch.zeros(dim))
+            self.v_bias = nn.Parameter(torch.zeros(dim))
+        else:
+            self.q_bias = self.v_bias = None
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, C = x.shape
+        bias = None
+        if self.q_bias is not None:
+            bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+        qkv = F.linear(x, self.qkv.weight, bias)                          # (B, N, 3C)
+        q, k, v = qkv.view(B, N, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)  # 3 x (B, h, N, d)
+        x = F.scaled_dot_product_attention(q, k, v)                        # (B, h, N, d)
+        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the whole residual branch per sample with probability p (training only)."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, heads)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+def init_weights(module: nn.Module) -> None:
+    """Xavier-uniform linears with zero bias, unit LayerNorms (VideoMAE's initialisation)."""
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Conv3d):
+        # as a linear layer over the flattened cube
+        w = module.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(module.bias)
+
+
+def flops_per_token_matmul(dim: int, depth: int, tokens: int, mlp_ratio: float = 4.0) -> float:
+    """Forward FLOPs per token of `depth` blocks: 2 x (qkv + proj + mlp) weights + attention (QK, AV)."""
+    weights = dim * 3 * dim + dim * dim + 2 * dim * int(dim * mlp_ratio)
+    return depth * (2.0 * weights + 4.0 * tokens * dim)
+
+
+__all__ = ["sincos_table", "PatchEmbed", "Attention", "Mlp", "DropPath", "Block", "init_weights",
+           "flops_per_token_matmul"]

@@ -1,0 +1,89 @@
+"""Token masks: VideoMAE's tube masking and SMILE's tube + trajectory masking.
+
+A mask is bool (B, N), True = masked, over the tokens in (t, h, w) order of a (T', H', W') grid.
+Every clip gets exactly `masked_count(grid, ratio)` masked tokens, so the encoder's visible tokens
+stack into one dense (B, N_visible, C) tensor.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def masked_count(grid: tuple[int, int, int], ratio: float) -> int:
+    """floor(ratio x tokens per frame slot) x slots: 0.8 at 16 x 224 -> 156 x 8 = 1248."""
+    t, h, w = grid
+    return int(ratio * h * w) * t
+
+
+def tube_mask(batch: int, grid: tuple[int, int, int], ratio: float,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """One random spatial mask per clip, shared by all its frame slots. -> bool (B, N)."""
+    t, h, w = grid
+    k = int(ratio * h * w)
+    order = torch.rand(batch, h * w, generator=generator).argsort(dim=1)
+    spatial = torch.zeros(batch, h * w, dtype=torch.bool)
+    spatial.scatter_(1, order[:, :k], True)
+    return spatial.repeat(1, t)                                            # (B, t*h*w), t-major
+
+
+def object_token_coverage(objects: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
+    """Fraction of each token's tubelet x patch x patch pixels that belong to an object.
+
+    objects: bool/uint8 (B, T, H, W), the union of the clip's object masks. -> float32 (B, N)."""
+    B, T, H, W = objects.shape
+    x = objects.reshape(B, T // tubelet, tubelet, H // patch, patch, W // patch, patch)
+    return x.float().mean(dim=(2, 4, 6)).reshape(B, -1)
+
+
+def trajectory_mask(object_tokens: torch.Tensor, grid: tuple[int, int, int], ratio: float,
+                    unmask_ratio: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """SMILE's tube + trajectory masking, rebalanced to exactly masked_count(grid, ratio) per clip.
+
+    object_tokens: bool (B, N). Of each clip's object tokens a random round(unmask_ratio x n) stay
+    visible and the rest are masked; the other tokens follow a tube mask. When that masks too many or
+    too few, tokens are unmasked or masked at random, touching object tokens only when unavoidable.
+    -> bool (B, N)."""
+    B, N = object_tokens.shape
+    k = masked_count(grid, ratio)
+    tube = tube_mask(B, grid, ratio, generator)
+    obj = object_tokens.bool()
+    # pick the visible share of object tokens: rank object tokens in random order
+    key = torch.where(obj, torch.rand(B, N, generator=generator), torch.full((B, N), 2.0))
+    rank = key.argsort(dim=1).argsort(dim=1)                               # (B, N) rank of each token
+    n_visible = torch.floor(obj.sum(1, keepdim=True) * unmask_ratio + 0.5)
+    keep_visible = obj & (rank < n_visible)
+    # priority: masked object tokens > tube tokens > other tokens > visible-share object tokens
+    tier = torch.where(obj, torch.where(keep_visible, 0.0, 3.0), torch.where(tube, 2.0, 1.0))
+    priority = tier + torch.rand(B, N, generator=generator)
+    mask = torch.zeros(B, N, dtype=torch.bool)
+    mask.scatter_(1, priority.topk(k, dim=1).indices, True)
+    return mask
+
+
+@dataclass(frozen=True)
+class MaskSpec:
+    """`kind` "tube" or "traj"; a token is an object token when coverage >= `object_threshold`."""
+    kind: str = "tube"
+    ratio: float = 0.8
+    traj_unmask_ratio: float = 0.1
+    object_threshold: float = 0.25
+
+
+class TrajectoryMasker:
+    """Masks for a batch: tube masks, or tube + trajectory masks from per-token object coverage.
+
+    __call__(coverage float (B, N) or None, generator) -> bool (B, N); without coverage (clips with no
+    objects) trajectory masking is plain tube masking."""
+
+    def __init__(self, spec: MaskSpec, grid: tuple[int, int, int]):
+        self.spec, self.grid = spec, grid
+        self.num_masked = masked_count(grid, spec.ratio)
+
+    def __call__(self, coverage: torch.Tensor | None, batch: int,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.spec.kind == "tube" or coverage is None:
+            return tube_mask(batch, self.grid, self.spec.ratio, generator)
+        objects = coverage >= self.spec.object_threshold
+        return trajectory_mask(objects, self.grid, self.spec.ratio, self.spec.traj_unmask_ratio, generator)

@@ -1,0 +1,159 @@
+"""The student: a VideoMAE-style masked video transformer, and its named presets.
+
+The encoder sees only the visible tokens; a light decoder fills in mask tokens and predicts the
+targets (CLIP features or normalized pixels) of the masked ones. Parameter names and shapes match
+the VideoMAE / SMILE pretraining checkpoints (`encoder.blocks.0.attn.q_bias`, `encoder_to_decoder.weight`,
+`mask_token`, `decoder.head.weight`, ...), so released checkpoints load with `load_state_dict`, and the
+encoder's weights (prefix "encoder." stripped) load into VideoMAE's fine-tuning ViT.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from smile_synth.errors import UserError
+
+from .layers import Block, PatchEmbed, init_weights, sincos_table
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """Geometry and widths of a student; `target_dim` is the decoder's output per token."""
+    size: int = 224                # frame side, px
+    frames: int = 16
+    patch: int = 16                # px
+    tubelet: int = 2               # frames per token
+    dim: int = 768
+    depth: int = 12
+    heads: int = 12
+    decoder_dim: int = 384
+    decoder_depth: int = 4
+    decoder_heads: int = 6
+    mlp_ratio: float = 4.0
+    drop_path: float = 0.0
+    target_dim: int = 1536         # 3 * tubelet * patch^2 = normalized pixels; the teacher's width for CLIP
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """Token grid (T', H', W')."""
+        return self.frames // self.tubelet, self.size // self.patch, self.size // self.patch
+
+    @property
+    def num_tokens(self) -> int:
+        t, h, w = self.grid
+        return t * h * w
+
+    def validate(self) -> StudentConfig:
+        if self.size % self.patch:
+            raise UserError(f"frame size {self.size} is not a multiple of the patch size {self.patch}; use e.g. --size {self.size // self.patch * self.patch or self.patch}")
+        if self.frames % self.tubelet:
+            raise UserError(f"{self.frames} frames is not a multiple of the tubelet size {self.tubelet}; use an even number of frames")
+        for d, h, what in ((self.dim, self.heads, "encoder"), (self.decoder_dim, self.decoder_heads, "decoder")):
+            if d % h:
+                raise UserError(f"{what} width {d} is not divisible by its {h} heads")
+        if not 0 <= self.drop_path < 1:
+            raise UserError(f"drop_path {self.drop_path} must be in [0, 1)")
+        return self
+
+
+PRESETS: dict[str, StudentConfig] = {
+    # CPU tests and demos
+    "tiny": StudentConfig(size=112, frames=8, dim=192, depth=4, heads=3, decoder_dim=96, decoder_heads=3),
+    "small": StudentConfig(dim=384, depth=12, heads=6, decoder_dim=192, decoder_heads=3),
+    "base": StudentConfig(dim=768, depth=12, heads=12, decoder_dim=384, decoder_heads=6),
+    "large": StudentConfig(dim=1024, depth=24, heads=16, decoder_dim=512, decoder_heads=8),
+}
+
+
+def student_config(preset: str, **overrides) -> StudentConfig:
+    """The preset's config with `overrides` (StudentConfig field names) applied and validated."""
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    fields = {f.name for f in dataclasses.fields(StudentConfig)}
+    bad = sorted(set(overrides) - fields)
+    if bad:
+        raise UserError(f"unknown student setting {bad[0]!r}; settings are {', '.join(sorted(fields))}")
+    return dataclasses.replace(PRESETS[preset], **overrides).validate()
+
+
+class VideoEncoder(nn.Module):
+    """ViT over tubelet tokens. forward(video (B, 3, T, H, W), mask bool (B, N) or None) -> (B, N_visible, C)."""
+
+    def __init__(self, cfg: StudentConfig):
+        super().__init__()
+        self.patch_embed = PatchEmbed(cfg.dim, cfg.patch, cfg.tubelet)
+        self.register_buffer("pos_embed", sincos_table(cfg.num_tokens, cfg.dim), persistent=False)
+        dpr = torch.linspace(0, cfg.drop_path, cfg.depth).tolist()
+        self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.mlp_ratio, p) for p in dpr)
+        self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
+        self.head = nn.Identity()      # VideoMAE's pretraining encoder has no classifier
+
+    def forward(self, video: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.patch_embed(video) + self.pos_embed.to(video.dtype)      # (B, N, C)
+        if mask is not None:
+            B, _, C = x.shape
+            x = x[~mask].reshape(B, -1, C)                                 # every clip has the same count
+        for blk in self.blocks:
+            x = blk(x)
+        return self.head(self.norm(x))
+
+
+class VideoDecoder(nn.Module):
+    """forward(x (B, N_all, D), n_masked) -> (B, n_masked, target_dim): predictions for the last n_masked tokens."""
+
+    def __init__(self, cfg: StudentConfig):
+        super().__init__()
+        self.blocks = nn.ModuleList(Block(cfg.decoder_dim, cfg.decoder_heads, cfg.mlp_ratio) for _ in range(cfg.decoder_depth))
+        self.norm = nn.LayerNorm(cfg.decoder_dim, eps=1e-6)
+        self.head = nn.Linear(cfg.decoder_dim, cfg.target_dim)
+
+    def forward(self, x: torch.Tensor, n_masked: int) -> torch.Tensor:
+        for blk in self.blocks:
+            x = blk(x)
+        return self.head(self.norm(x[:, -n_masked:]))
+
+
+class PretrainVideoTransformer(nn.Module):
+    """forward(video (B, 3, T, H, W) normalized, mask bool (B, N), True = masked, the same count per clip)
+    -> (B, N_masked, target_dim), the masked tokens in token order (t, h, w)."""
+
+    def __init__(self, cfg: StudentConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = VideoEncoder(cfg)
+        self.encoder_to_decoder = nn.Linear(cfg.dim, cfg.decoder_dim, bias=False)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.decoder_dim))
+        self.register_buffer("pos_embed", sincos_table(cfg.num_tokens, cfg.decoder_dim), persistent=False)
+        self.decoder = VideoDecoder(cfg)
+        self.apply(init_weights)
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+
+    def forward(self, video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = self.encoder_to_decoder(self.encoder(video, mask))             # (B, N_vis, D)
+        B, _, D = x.shape
+        pos = self.pos_embed.to(x.dtype).expand(B, -1, -1)
+        pos_vis = pos[~mask].reshape(B, -1, D)
+        pos_mask = pos[mask].reshape(B, -1, D)
+        x = torch.cat([x + pos_vis, self.mask_token.to(x.dtype) + pos_mask], dim=1)
+        return self.decoder(x, pos_mask.shape[1])
+
+    def no_weight_decay(self) -> set[str]:
+        return {"mask_token"}
+
+
+def build_student(preset: str, **overrides) -> PretrainVideoTransformer:
+    """The named preset ("tiny", "small", "base", "large") with StudentConfig overrides,
+    e.g. build_student("base", target_dim=768) for a ViT-B/16 CLIP target."""
+    return PretrainVideoTransformer(student_config(preset, **overrides))
+
+
+def encoder_state_dict(model: PretrainVideoTransformer) -> dict[str, torch.Tensor]:
+    """The encoder's weights with the "encoder." prefix stripped (VideoMAE fine-tuning key names)."""
+    return {k: v.detach().cpu() for k, v in model.encoder.state_dict().items()}
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,59 @@
+"""What the student reconstructs: VideoMAE's per-patch normalized pixels, or standardized CLIP tokens.
+
+Videos here are float (B, 3, T, H, W) in [0, 1] unless said otherwise; targets are (B, N, D) over
+all N tokens in (t, h, w) order, from which the trainer takes the masked ones.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def to_unit_video(video: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, T, H, W, 3) -> float32 (B, 3, T, H, W) in [0, 1]."""
+    return video.permute(0, 4, 1, 2, 3).float().div_(255.0)
+
+
+def normalize(video: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """(B, 3, T, H, W) in [0, 1] -> per-channel standardized (the student's input)."""
+    m = torch.tensor(mean, device=video.device, dtype=video.dtype).view(1, 3, 1, 1, 1)
+    s = torch.tensor(std, device=video.device, dtype=video.dtype).view(1, 3, 1, 1, 1)
+    return (video - m) / s
+
+
+def patchify(video: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
+    """(B, 3, T, H, W) -> (B, N, tubelet * patch * patch, 3), tokens in (t, h, w) order and the pixels
+    of each token in (t, y, x) order, as VideoMAE."""
+    B, C, T, H, W = video.shape
+    x = video.reshape(B, C, T // tubelet, tubelet, H // patch, patch, W // patch, patch)
+    x = x.permute(0, 2, 4, 6, 3, 5, 7, 1)                                  # (B, t, h, w, p0, p1, p2, C)
+    return x.reshape(B, -1, tubelet * patch * patch, C)
+
+
+def pixel_targets(video: torch.Tensor, tubelet: int, patch: int, eps: float = 1e-6) -> torch.Tensor:
+    """VideoMAE's normalized-pixel target: each token's pixels standardized per colour channel.
+
+    (B, 3, T, H, W) in [0, 1] -> (B, N, tubelet * patch^2 * 3)."""
+    x = patchify(video, tubelet, patch)
+    x = (x - x.mean(dim=-2, keepdim=True)) / (x.var(dim=-2, unbiased=True, keepdim=True).sqrt() + eps)
+    return x.flatten(2)
+
+
+def standardize_tokens(tokens: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Standardize each channel over a clip's tokens: (B, N, D) -> (B, N, D), zero mean, unit std per (clip, channel)."""
+    mean = tokens.mean(dim=1, keepdim=True)
+    std = tokens.var(dim=1, unbiased=False, keepdim=True).add(eps).sqrt()
+    return (tokens - mean) / std
+
+
+def resize_token_grid(tokens: torch.Tensor, grid: tuple[int, int], out: tuple[int, int]) -> torch.Tensor:
+    """(B, h*w, D) on an h x w grid -> (B, H'*W', D) on the `out` grid (area-weighted when shrinking)."""
+    if tuple(grid) == tuple(out):
+        return tokens
+    B, _, D = tokens.shape
+    x = tokens.transpose(1, 2).reshape(B, D, *grid)
+    x = F.interpolate(x.float(), size=out, mode="bilinear", antialias=True, align_corners=False)
+    return x.flatten(2).transpose(1, 2).to(tokens.dtype)
