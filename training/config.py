@@ -11,6 +11,7 @@ MASKS = ("auto", "tube", "traj")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # base lr (scaled by batch / 256): VideoMAE's for the real models; the CPU demo model learns in a few
 # hundred steps only with a larger one
+DEFAULT_RECIPE = "mixed"             # synthetic clips when neither --data nor --recipe is given
 DEFAULT_BASE_LR = {"tiny": 1.5e-3, "small": 1.5e-4, "base": 1.5e-4, "large": 1.5e-4}
 
 
@@ -19,7 +20,7 @@ class PretrainConfig:
     # data
     source: str = "synthetic"            # synthetic | natural | mixed
     data: str | None = None              # shards (synthetic) or video list / folder (natural, mixed); None = embedded / --recipe
-    recipe: str | None = None            # render synthetic clips on the fly (synthetic, mixed)
+    recipe: str | None = None            # render synthetic clips on the fly (synthetic, mixed); None = DEFAULT_RECIPE unless shards
     synthetic_data: str | None = None    # mixed: synthetic shards instead of --recipe
     overlay: str | None = None           # natural: recipe of objects overlaid on the clips (SMILE stage 1)
     mix_ratio: float = 0.5               # mixed: share of synthetic clips
@@ -67,12 +68,12 @@ class PretrainConfig:
         choice("target", self.target, TARGETS)
         choice("mask", self.mask, MASKS)
         choice("precision", self.precision, PRECISIONS)
-        if self.source == "synthetic" and (self.data is None) == (self.recipe is None):
-            raise UserError("--source synthetic needs exactly one of --data SHARDS or --recipe NAME (render on the fly)")
+        if self.source == "synthetic" and self.data is not None and self.recipe is not None:
+            raise UserError("--source synthetic takes --data SHARDS or --recipe NAME (render on the fly), not both")
         if self.source == "natural" and (self.recipe or self.synthetic_data):
             raise UserError("--source natural takes no --recipe/--synthetic-data; use --overlay RECIPE to add objects, or --source mixed")
-        if self.source == "mixed" and (self.recipe is None) == (self.synthetic_data is None):
-            raise UserError("--source mixed needs exactly one of --recipe NAME or --synthetic-data SHARDS for its synthetic part")
+        if self.source == "mixed" and self.recipe is not None and self.synthetic_data is not None:
+            raise UserError("--source mixed takes --recipe NAME or --synthetic-data SHARDS for its synthetic part, not both")
         if self.overlay and self.source == "synthetic":
             raise UserError("--overlay adds objects onto natural clips; synthetic clips carry their own objects")
         if (self.steps is None) == (self.epochs is None):
@@ -100,6 +101,10 @@ class PretrainConfig:
         if self.preset not in DEFAULT_BASE_LR:
             raise UserError(f"unknown --preset {self.preset!r}; choose one of {', '.join(DEFAULT_BASE_LR)}")
         return self
+
+    @property
+    def synthetic_recipe(self) -> str:
+        return self.recipe or DEFAULT_RECIPE
 
     @property
     def has_objects(self) -> bool:

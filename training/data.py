@@ -48,7 +48,7 @@ class Sample:
 
 
 class Source(Protocol):
-    size: int | None                   # items per epoch; None = endless
+    num_items: int | None              # items per epoch; None = endless
 
     def get(self, g: int, attempt: int) -> Sample: ...
 
@@ -92,7 +92,7 @@ class ShardSource:
     """Clips of a `generate` output folder, random access through an index of tar offsets."""
 
     def __init__(self, path: str | Path, frames: int, size: int, seed: int = 0):
-        self.frames, self.size, self.seed = frames, size, seed
+        self.frames, self.clip_size, self.seed = frames, size, seed
         try:
             self.paths = shard_paths(path)
         except FileNotFoundError:
@@ -112,12 +112,12 @@ class ShardSource:
         self.shard = np.asarray(shard, np.int32)
         self.start = np.asarray(start, np.int64)
         self.end = np.asarray(end, np.int64)
-        self.size = len(self.shard)
-        if self.size == 0:
+        self.num_items = len(self.shard)
+        if self.num_items == 0:
             raise UserError(f"--data {path}: the shards hold no samples")
 
     def get(self, g: int, attempt: int) -> Sample:
-        i = epoch_item(self.seed, g, self.size, attempt)
+        i = epoch_item(self.seed, g, self.num_items, attempt)
         path = self.paths[self.shard[i]]
         try:
             with open(path, "rb") as f:
@@ -129,7 +129,7 @@ class ShardSource:
         except (OSError, ValueError, KeyError, tarfile.TarError) as e:
             raise BadSample(f"{path.name} sample {i}: {e}") from None
         objects = clip.masks.any(axis=0) if clip.num_objects else None
-        return fit_clip(clip.video, objects, self.frames, self.size, sample_rng(self.seed, g, attempt, 1))
+        return fit_clip(clip.video, objects, self.frames, self.clip_size, sample_rng(self.seed, g, attempt, 1))
 
 
 def _sample_spans(path: Path) -> Iterator[tuple[str, tuple[int, int]]]:
@@ -151,7 +151,7 @@ def _sample_spans(path: Path) -> Iterator[tuple[str, tuple[int, int]]]:
 
 class RenderSource:
     """Clips rendered on the fly from a recipe: clip g is render_clip(recipe, seed, g). Endless."""
-    size = None
+    num_items = None
 
     def __init__(self, recipe, frames: int, size: int, seed: int = 0):
         self.recipe = prepare(recipe, seed, size)     # banks built before workers fork
@@ -170,10 +170,10 @@ class NaturalSource:
         self.items, self.frames, self.clip_size, self.rate = items, frames, size, rate
         self.overlay = None if overlay is None else prepare(overlay, seed, size)
         self.seed, self.short_side = seed, short_side
-        self.size = len(items)
+        self.num_items = len(items)
 
     def get(self, g: int, attempt: int) -> Sample:
-        item = self.items[epoch_item(self.seed, g, self.size, attempt)]
+        item = self.items[epoch_item(self.seed, g, self.num_items, attempt)]
         try:
             video = load_clip(item, self.frames, self.rate, self.clip_size, sample_rng(self.seed, g, attempt, 2),
                               self.short_side)
@@ -190,7 +190,8 @@ class MixedSource:
 
     def __init__(self, synthetic: Source, natural: Source, ratio: float, seed: int = 0):
         self.synthetic, self.natural, self.ratio, self.seed = synthetic, natural, ratio, seed
-        self.size = None if synthetic.size is None or natural.size is None else synthetic.size + natural.size
+        both = synthetic.num_items is not None and natural.num_items is not None
+        self.num_items = synthetic.num_items + natural.num_items if both else None
 
     def get(self, g: int, attempt: int) -> Sample:
         pick = sample_rng(self.seed, g, 0, 3).random() < self.ratio

@@ -270,12 +270,37 @@ def _video_stream(container, path: Path):
 
 
 def _open(path: Path):
-    # One decoder thread: parallelism comes from DataLoader worker processes, one per core; PyAV's
-    # default (slice threads = all cores) oversubscribes them (see the timings in the tests' notes).
+    """(container, first video stream), decoding on one thread: parallelism comes from DataLoader worker
+    processes, and PyAV's default (slice threads, one per core) measured no faster on 2 cores while
+    oversubscribing the workers' cores."""
     container = av.open(str(path))
-    s = _video_stream(container, path)
-    s.thread_type, s.codec_context.thread_count = "NONE", 1
+    try:
+        s = _video_stream(container, path)
+        s.thread_type, s.codec_context.thread_count = "NONE", 1
+    except BaseException:
+        container.close()
+        raise
     return container, s
+
+
+def _decoded(container, s):
+    """container.decode(s), ending at the first decode error that follows a good frame.
+
+    A file cut short (an interrupted download with its index at the front) or with a damaged tail then
+    reads as a shorter video instead of a lost one; an error before any frame still raises."""
+    frames = container.decode(s)
+    good = False
+    while True:
+        try:
+            frame = next(frames)
+        except StopIteration:
+            return
+        except (av.error.FFmpegError, EOFError, ValueError):
+            if not good:
+                raise
+            return
+        good = True
+        yield frame
 
 
 def video_length(path: Path) -> int:
@@ -294,7 +319,7 @@ def video_length(path: Path) -> int:
         with container:
             n = s.frames
             if n <= 0:  # MPEG-PS, some AVI/MKV/WebM: no count in the header
-                n = sum(1 for _ in container.decode(s))
+                n = sum(1 for _ in _decoded(container, s))
     if n <= 0:
         raise BadVideo(f"{path}: no decodable frames")
     _LENGTHS[key] = n
@@ -350,7 +375,7 @@ def _rgb(frame, hw: tuple[int, int] | None, short_side: int | None, path: Path, 
 def _decode_all(container, s, path: Path, short_side: int | None, n_guess: int) -> np.ndarray:
     """Every frame, downscaled, in one preallocated (N, H, W, 3) array."""
     buf, n, hw = None, 0, None
-    for frame in container.decode(s):
+    for frame in _decoded(container, s):
         if buf is None:
             hw = _out_hw(frame.height, frame.width, short_side) if frame.width > 0 and frame.height > 0 else (0, 0)
             buf = np.empty((max(n_guess, 1), *hw, 3), np.uint8)
@@ -385,41 +410,50 @@ def _pts_table(path: Path, key: tuple) -> np.ndarray | None:
     return table
 
 
-def _decode_after_seek(path: Path, table: np.ndarray, needed: np.ndarray, short_side: int | None) -> list | None:
+def _decode_after_seek(container, s, path: Path, table: np.ndarray, needed: np.ndarray,
+                       short_side: int | None) -> list | None:
     """Frames `needed` (sorted, unique) decoded from the keyframe before needed[0]; None if frames cannot
     be matched to the timestamp table (the caller then decodes from the start)."""
-    container, s = _open(path)
-    got, hw = [], None
-    with container:
-        container.seek(int(table[needed[0]]), stream=s, backward=True, any_frame=False)
-        for frame in container.decode(s):
+    back = 0  # how many frames before needed[0] to aim
+    for attempt in range(4):  # formats without an index (MPEG-PS) may land after the target: aim earlier
+        target = max(0, int(needed[0]) - back)
+        if attempt and target == 0:
+            return None
+        container.seek(int(table[target]), stream=s, backward=True, any_frame=False)
+        got, hw, first = [], None, None
+        for frame in _decoded(container, s):
             if frame.pts is None:
                 return None
             i = int(np.searchsorted(table, frame.pts))
-            if i >= len(table) or table[i] != frame.pts or i > needed[len(got)]:
-                return None  # unknown timestamp, or a needed frame was skipped (seek overshot)
+            if i >= len(table) or table[i] != frame.pts:
+                return None  # a timestamp the demuxer did not report
+            first = i if first is None else first
+            if i > needed[len(got)]:
+                break  # a needed frame was skipped: the seek overshot (or frames went missing)
             if i == needed[len(got)]:
                 img = _rgb(frame, hw, short_side, path)
                 hw = img.shape[:2]
                 got.append(img)
                 if len(got) == len(needed):
                     return got
+        if first is None or first <= needed[0]:
+            return None  # frames went missing after the landing point: not a seek problem
+        back = max(2 * back, 2 * (first - int(needed[0])), SEEK_MIN_FRAMES)
     return None
 
 
-def _decode_from_start(path: Path, key: tuple, needed: np.ndarray, short_side: int | None) -> list:
-    """Frames `needed` (sorted, unique) counted from the first frame; stops after the last one."""
-    container, s = _open(path)
+def _decode_from_start(container, s, path: Path, key: tuple, needed: np.ndarray, short_side: int | None) -> list:
+    """Frames `needed` (sorted, unique) of a freshly opened container, counted from the first frame;
+    stops after the last one."""
     got, hw, n = [], None, 0
-    with container:
-        for frame in container.decode(s):
-            if n == needed[len(got)]:
-                img = _rgb(frame, hw, short_side, path)
-                hw = img.shape[:2]
-                got.append(img)
-                if len(got) == len(needed):
-                    return got
-            n += 1
+    for frame in _decoded(container, s):
+        if n == needed[len(got)]:
+            img = _rgb(frame, hw, short_side, path)
+            hw = img.shape[:2]
+            got.append(img)
+            if len(got) == len(needed):
+                return got
+        n += 1
     _LENGTHS[key] = n  # the container's count was wrong (or the file is truncated)
     raise _TooFewFrames(f"{path}: needs frame {needed[-1]} but only {n} frames decode", n)
 
@@ -452,28 +486,32 @@ def decode_frames(path: Path, indices: np.ndarray, short_side: int | None = 320)
                 if n_guess <= 0 and s.duration and s.average_rate:  # no count in the header: estimate
                     n_guess = int(s.duration * s.time_base * s.average_rate + 0.5)
                 h, w = _out_hw(s.codec_context.height, s.codec_context.width, short_side)
-                if _admit(ckey, n_guess * h * w * 3):
-                    video = _decode_all(container, s, path, short_side, n_guess)
-            if video is not None:
-                _LENGTHS[key] = len(video)
-                _store_frames(ckey, video)
-            else:
-                return _decode_partial(path, key, idx, short_side)
+                if not _admit(ckey, n_guess * h * w * 3):
+                    return _decode_partial(container, s, path, key, idx, short_side)
+                video = _decode_all(container, s, path, short_side, n_guess)
+            _LENGTHS[key] = len(video)
+            _store_frames(ckey, video)
     if idx.max() >= len(video):
         raise _TooFewFrames(f"{path}: needs frame {idx.max()} but only {len(video)} frames decode", len(video))
     return video[idx]  # fancy indexing: a new C-contiguous array, the cache stays untouched
 
 
-def _decode_partial(path: Path, key: tuple, idx: np.ndarray, short_side: int | None) -> np.ndarray:
+def _decode_partial(container, s, path: Path, key: tuple, idx: np.ndarray, short_side: int | None) -> np.ndarray:
+    """Frames `idx` of a freshly opened container: seek when they start far enough in, else (or when the
+    seek cannot be trusted) decode from the first frame."""
     needed, where = np.unique(idx, return_inverse=True)
     got = None
     if needed[0] >= SEEK_MIN_FRAMES:
         table = _pts_table(path, key)
         # frame i <-> i-th timestamp holds only if every packet is one frame; check against the count
         if table is not None and len(table) == _LENGTHS.get(key, len(table)) and needed[-1] < len(table):
-            got = _decode_after_seek(path, table, needed, short_side)
+            got = _decode_after_seek(container, s, path, table, needed, short_side)
+            if got is None:  # the seek moved this container: start over on a fresh one
+                container, s = _open(path)
+                with container:
+                    got = _decode_from_start(container, s, path, key, needed, short_side)
     if got is None:
-        got = _decode_from_start(path, key, needed, short_side)
+        got = _decode_from_start(container, s, path, key, needed, short_side)
     hw = got[0].shape[:2]
     if any(g.shape[:2] != hw for g in got):  # resolution changes mid-stream: match the first frame
         got = [g if g.shape[:2] == hw else cv2.resize(g, (hw[1], hw[0]), interpolation=cv2.INTER_AREA) for g in got]

@@ -91,18 +91,18 @@ def build_source(cfg: PretrainConfig, s: StudentConfig) -> Source:
         return NaturalSource(natural_items(cfg.data), s.frames, s.size, cfg.sampling_rate, overlay, cfg.seed)
 
     if cfg.source == "synthetic":
-        return synthetic(cfg.data, cfg.recipe)
+        return synthetic(cfg.data, cfg.synthetic_recipe)
     if cfg.source == "natural":
         return natural()
-    return MixedSource(synthetic(cfg.synthetic_data, cfg.recipe), natural(), cfg.mix_ratio, cfg.seed)
+    return MixedSource(synthetic(cfg.synthetic_data, cfg.synthetic_recipe), natural(), cfg.mix_ratio, cfg.seed)
 
 
 def total_steps(cfg: PretrainConfig, source: Source, world: int) -> int:
     if cfg.steps is not None:
         return cfg.steps
-    if source.size is None:
+    if source.num_items is None:
         raise UserError("--epochs needs a dataset of known size; clips rendered on the fly are endless: use --steps N")
-    return max(1, math.ceil(cfg.epochs * source.size / (cfg.batch_size * world)))
+    return max(1, math.ceil(cfg.epochs * source.num_items / (cfg.batch_size * world)))
 
 
 class Targets:
@@ -132,7 +132,10 @@ def autocast_dtype(cfg: PretrainConfig, device: torch.device) -> torch.dtype | N
 
 def summary(cfg: PretrainConfig, step: int, world: int) -> dict:
     """What the model saw in pretraining (shown by `compare`)."""
-    return {"source": cfg.source, "data": cfg.data, "recipe": cfg.recipe, "synthetic_data": cfg.synthetic_data,
+    shards = cfg.data if cfg.source == "synthetic" else cfg.synthetic_data
+    rendered = cfg.source != "natural" and shards is None
+    return {"source": cfg.source, "data": cfg.data, "recipe": cfg.synthetic_recipe if rendered else None,
+            "synthetic_data": cfg.synthetic_data,
             "overlay": cfg.overlay, "mix_ratio": cfg.mix_ratio if cfg.source == "mixed" else None,
             "preset": cfg.preset, "target": cfg.target, "teacher": cfg.teacher if cfg.target == "clip" else None,
             "mask": cfg.mask_kind, "steps": step, "clips_seen": step * cfg.batch_size * world}
