@@ -21,6 +21,8 @@ from torch.utils.data import DataLoader
 
 from smile_synth.config import to_dict
 from smile_synth.errors import UserError
+from smile_synth.plots import loss_curve
+from smile_synth.shards import write_json_atomic
 
 from .checkpoint import CHECKPOINT, ENCODER, load_weights, read_checkpoint, save_atomic
 from .config import PretrainConfig
@@ -309,8 +311,9 @@ def _pretrain(cfg: PretrainConfig, d: Dist) -> dict:
     if d.main:
         save_atomic({"model": encoder_state_dict(raw_model), "student": dataclasses.asdict(s), "summary": info},
                     out / ENCODER)
-        (out / "run.json").write_text(json.dumps({"config": to_dict(cfg), "student": dataclasses.asdict(s),
-                                                  "summary": info}, indent=1))
+        write_json_atomic(out / "run.json", {"config": to_dict(cfg), "student": dataclasses.asdict(s), "summary": info})
+        if (out / LOG_FILE).is_file():
+            loss_curve(out / LOG_FILE, out / "loss.png", f"{cfg.preset}, {cfg.source}, target {cfg.target}, mask {cfg.mask_kind}")
     return info
 
 
