@@ -3,7 +3,8 @@
 One sample is one random clip of one listed video:
 ``video_length -> sample_indices -> decode_frames -> multi_scale_crop`` (``load_clip`` chains them).
 Mistakes in the list itself (no entries, nothing exists) raise ``UserError``; problems with one video
-(missing, unreadable, truncated, too short) raise ``BadVideo``, which the trainer skips and counts.
+(missing, unreadable, too short) raise ``BadVideo``, which the trainer skips and counts. A file cut short
+whose index survives (moov at the front) reads as the frames before the cut.
 
 Speed: a video whose decoded frames fit a share of the per-process cache (``CACHE_BYTES``) is decoded
 once, downscaled, and kept, so later clips from it cost only indexing. Larger videos are decoded
