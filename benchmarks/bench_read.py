@@ -15,11 +15,11 @@ import statistics
 import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-import cv2  # noqa: E402
+import cv2
 
 cv2.setNumThreads(1)
 
-from smile_synth.shards import iter_clips  # noqa: E402
+from smile_synth.shards import iter_clips
 
 
 def rss_mib() -> float:

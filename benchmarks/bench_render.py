@@ -17,18 +17,18 @@ import statistics
 import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
 cv2.setNumThreads(1)
 
-from generators import render_clip  # noqa: E402
-from generators.backgrounds import render_background  # noqa: E402
-from generators.compositor import composite, sprite_matrices  # noqa: E402
-from generators.objects import choose, make_tracks  # noqa: E402
-from generators.render import _resolve  # noqa: E402
-from generators.resources import resources_for  # noqa: E402
-from generators.seeding import clip_rngs  # noqa: E402
+from generators import render_clip
+from generators.backgrounds import render_background
+from generators.compositor import composite, sprite_matrices
+from generators.objects import choose, make_tracks
+from generators.render import _resolve
+from generators.resources import resources_for
+from generators.seeding import clip_rngs
 
 DEFAULT = ["black+objects", "noise+objects", "fractal+objects", "image+objects", "mixed"]
 

@@ -11,12 +11,12 @@ import statistics
 import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-import cv2  # noqa: E402
+import cv2
 
 cv2.setNumThreads(1)
 
-from generators import render_clip  # noqa: E402
-from smile_synth.video_io import ClipEncoder, Codec, decode_video, psnr  # noqa: E402
+from generators import render_clip
+from smile_synth.video_io import ClipEncoder, Codec, decode_video, psnr
 
 CANDIDATES = {
     "jpeg q90 (per frame)": Codec(name="jpeg", quality=90),

@@ -70,7 +70,8 @@ set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALU
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def generate(n, out, recipe, overrides, seed, frames, size, workers, shard_size, rank, world_size, codec, quiet) -> None:
     """Render N clips into WebDataset shards in OUT (resumable; split across ranks)."""
-    from .generate import GenerateConfig, generate as run
+    from .generate import GenerateConfig
+    from .generate import generate as run
 
     cfg = GenerateConfig(n=n, out=out, recipe=_load_recipe(recipe, overrides), seed=seed, frames=frames, size=size,
                          workers=_default_workers() if workers is None else workers, shard_size=shard_size,

@@ -25,8 +25,18 @@ from generators import prepare, render_clip
 from generators.recipes import Recipe
 
 from .errors import UserError
-from .shards import (DATASET, MANIFEST, SHARD_GLOB, ShardWriter, build_manifest, encode_sample, read_json, sample_key,
-                     shard_name, write_json_atomic)
+from .shards import (
+    DATASET,
+    MANIFEST,
+    SHARD_GLOB,
+    ShardWriter,
+    build_manifest,
+    encode_sample,
+    read_json,
+    sample_key,
+    shard_name,
+    write_json_atomic,
+)
 from .video_io import CODECS, ClipEncoder
 
 log = logging.getLogger("smile_synth")

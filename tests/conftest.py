@@ -65,7 +65,7 @@ def recipe(name: str, *overrides: str):
 
 def clip_digest(clip) -> dict[str, str]:
     """Hashes of every part of a clip, for comparing clips across processes."""
-    h = lambda a: hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()  # noqa: E731
+    h = lambda a: hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
     return {
         "video": h(clip.video), "masks": h(clip.masks), "boxes": h(clip.boxes),
         "shapes": repr((clip.video.shape, clip.video.dtype.str, clip.masks.shape, clip.boxes.shape)),
@@ -154,3 +154,73 @@ def tracks_of(r, seed: int, index: int, frames: int, size: int):
 
     _, obj_rng = clip_rngs(r.key, seed, index)
     return make_tracks(obj_rng, r, frames, size, resources_for(r, seed, size))
+
+
+# ---- fixtures of the `training` package tests (test_masking/models/targets/trainer_data/pretrain) ----
+
+def write_test_video(path, frames: int = 24, width: int = 96, height: int = 64, seed: int = 0,
+                     codec: str = "libx264") -> Path:
+    """A small real video file written with PyAV: a bright square moving over a noisy gradient."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    path = Path(path)
+    base = np.linspace(0, 200, width, dtype=np.float32)[None, :, None] * np.ones((height, 1, 3), np.float32)
+    base = base + rng.uniform(0, 40, size=(1, 1, 3)).astype(np.float32)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for t in range(frames):
+            img = base + rng.normal(0, 4, size=base.shape).astype(np.float32)
+            x = (4 + 3 * t) % max(1, width - 16)
+            img[16:32, x:x + 16] = (255, 60 + 5 * seed, 30)
+            frame = av.VideoFrame.from_ndarray(np.clip(img, 0, 255).astype(np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="session")
+def test_videos(tmp_path_factory) -> list[Path]:
+    """Three good little .mp4 files (24 frames, 96x64)."""
+    root = tmp_path_factory.mktemp("videos")
+    return [write_test_video(root / f"good{i}.mp4", seed=i) for i in range(3)]
+
+
+@pytest.fixture(scope="session")
+def bad_videos(tmp_path_factory) -> list[Path]:
+    """A missing path, a zero-byte file and a file of garbage bytes named .mp4."""
+    root = tmp_path_factory.mktemp("bad_videos")
+    (root / "empty.mp4").write_bytes(b"")
+    (root / "garbage.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    return [root / "missing.mp4", root / "empty.mp4", root / "garbage.mp4"]
+
+
+@pytest.fixture(scope="session")
+def training_shards(tmp_path_factory):
+    """12 clips of black+objects, 8 frames of 64 px, in shards of 5 (made with the Python API). Read-only."""
+    from smile_synth.generate import GenerateConfig, generate
+
+    out = tmp_path_factory.mktemp("train_shards") / "black"
+    generate(GenerateConfig(n=12, out=str(out), recipe=recipe("black+objects"), seed=3, frames=8, size=64,
+                            workers=1, shard_size=5), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def clip_teacher_file(tmp_path_factory) -> Path:
+    """A randomly initialised open_clip ViT-S-16 (no download), saved as a local state-dict file."""
+    import warnings
+
+    import open_clip
+    import torch
+
+    torch.manual_seed(1234)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = open_clip.create_model("ViT-S-16", pretrained=None)
+    path = tmp_path_factory.mktemp("teacher") / "vit_s16_random.pt"
+    torch.save(model.state_dict(), path)
+    return path

@@ -9,9 +9,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import (
+    FRAMES,
+    assert_user_error,
+    read_samples,
+    run_cli,
+    run_module,
+    shard_tars,
+)
 from PIL import Image
 
-from conftest import FRAMES, assert_user_error, read_samples, run_cli, run_module, shard_tars
 from generators import get_recipe, render_clip
 from generators.resources import resources_for
 from smile_synth.errors import UserError

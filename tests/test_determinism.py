@@ -9,9 +9,18 @@ import textwrap
 
 import numpy as np
 import pytest
+from conftest import (
+    CHEAP,
+    FRAMES,
+    RENDER_RECIPES,
+    SIZE,
+    clip_digest,
+    read_samples,
+    recipe,
+    run_module,
+    run_python,
+)
 
-from conftest import (CHEAP, FRAMES, RENDER_RECIPES, SIZE, clip_digest, read_samples, recipe, run_module,
-                      run_python)
 from generators import render_clip
 from smile_synth.shards import decode_sample, sample_key
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-
 from conftest import FRAMES, RENDER_RECIPES, SIZE, recipe, tracks_of
+
 from generators import get_recipe, overlay_clip, render_clip
 from generators.clip import boxes_from_masks, labels_to_masks, masks_to_labels
 from generators.compositor import composite, premultiply, sprite_boxes, sprite_matrices

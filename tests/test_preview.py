@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import ALL_RECIPES, FRAMES, SIZE, assert_user_error, run_cli
+from PIL import Image
 
 GAP = 2  # pixels between tiles
 

@@ -11,9 +11,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import (
+    FRAMES,
+    SIZE,
+    STORAGE_META,
+    assert_user_error,
+    read_samples,
+    recipe,
+    rewrite_member,
+    run_cli,
+    shard_tars,
+)
 
-from conftest import (FRAMES, SIZE, STORAGE_META, read_samples, recipe, rewrite_member, run_cli, shard_tars,
-                      assert_user_error)
 from generators import render_clip
 from smile_synth import generate as gen_module
 from smile_synth.errors import UserError

@@ -6,12 +6,19 @@ import math
 
 import numpy as np
 import pytest
-
 from conftest import recipe, tracks_of
+
 from generators import render_clip
 from generators.recipes import MotionSpec
-from generators.trajectories import (TRAJECTORIES, gaussian_path, log_size_curve, object_path, place_in_frame,
-                                     rotation_curve, smooth_curve)
+from generators.trajectories import (
+    TRAJECTORIES,
+    gaussian_path,
+    log_size_curve,
+    object_path,
+    place_in_frame,
+    rotation_curve,
+    smooth_curve,
+)
 
 LENGTHS = [2, 3, 16, 33, 64]
 KINDS = [*TRAJECTORIES, "circular+constant_velocity"]

@@ -13,11 +13,12 @@ from __future__ import annotations
 import io
 import logging
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import count
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -218,18 +219,19 @@ class BatchStream(IterableDataset):
         samples, bad = [], 0
         base = (step * self.world_size + self.rank) * self.batch_size
         for g in range(base, base + self.batch_size):
+            last = ""
             for attempt in range(MAX_ATTEMPTS):
                 try:
                     samples.append(self.source.get(g, attempt))
                     break
                 except BadSample as e:
-                    bad += 1
+                    bad, last = bad + 1, str(e)
                     if self.warned < WARN_FIRST:
                         self.warned += 1
                         log.warning("skipping bad sample: %s%s", e, "" if self.warned < WARN_FIRST else " (further warnings muted)")
             else:
                 return {"video": None, "coverage": None, "bad": bad, "step": step,
-                        "error": f"{MAX_ATTEMPTS} samples in a row were bad (last: {e}); check the data with "
+                        "error": f"{MAX_ATTEMPTS} samples in a row were bad (last: {last}); check the data with "
                                  "`smile-synth inspect` or fix the video list"}
         video = torch.from_numpy(np.stack([s.video for s in samples]))
         coverage = None

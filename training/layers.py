@@ -119,5 +119,3 @@ def flops_per_token_matmul(dim: int, depth: int, tokens: int, mlp_ratio: float =
     return depth * (2.0 * weights + 4.0 * tokens * dim)
 
 
-__all__ = ["sincos_table", "PatchEmbed", "Attention", "Mlp", "DropPath", "Block", "init_weights",
-           "flops_per_token_matmul"]

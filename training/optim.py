@@ -34,4 +34,4 @@ def lr_at(step: int, total: int, warmup: int, peak: float, final: float = 0.0) -
 
 def warmup_steps(warmup: float, total: int) -> int:
     """`warmup` < 1 is a share of the run, >= 1 a number of steps."""
-    return int(round(warmup * total)) if warmup < 1 else min(int(warmup), total)
+    return round(warmup * total) if warmup < 1 else min(int(warmup), total)

@@ -50,10 +50,13 @@ def standardize_tokens(tokens: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 
 
 def resize_token_grid(tokens: torch.Tensor, grid: tuple[int, int], out: tuple[int, int]) -> torch.Tensor:
-    """(B, h*w, D) on an h x w grid -> (B, H'*W', D) on the `out` grid (area-weighted when shrinking)."""
+    """(B, h*w, D) on an h x w grid -> (B, H'*W', D) on the `out` grid: the mean over each output
+    token's area when shrinking (14x14 -> 7x7 averages 2x2 blocks), bilinear when growing."""
     if tuple(grid) == tuple(out):
         return tokens
     B, _, D = tokens.shape
     x = tokens.transpose(1, 2).reshape(B, D, *grid)
-    x = F.interpolate(x.float(), size=out, mode="bilinear", antialias=True, align_corners=False)
+    shrink = out[0] <= grid[0] and out[1] <= grid[1]
+    x = F.interpolate(x.float(), size=out, mode="area") if shrink else \
+        F.interpolate(x.float(), size=out, mode="bilinear", align_corners=False)
     return x.flatten(2).transpose(1, 2).to(tokens.dtype)

@@ -110,7 +110,7 @@ class ClipTeacher(nn.Module):
 
     @torch.no_grad()
     def forward(self, video: torch.Tensor) -> torch.Tensor:
-        B, _, T = video.shape[:3]
+        B = video.shape[0]
         frames = video[:, :, :: self.tubelet].transpose(1, 2).flatten(0, 1)  # (B*T', 3, H, W)
         if tuple(frames.shape[-2:]) != self.image_size:
             frames = F.interpolate(frames, size=self.image_size, mode="bicubic", align_corners=False).clamp_(0, 1)
@@ -131,8 +131,9 @@ def load_teacher(model: str = "ViT-B-16", pretrained: str = "openai", tubelet: i
                       "its targets carry no semantics (use this for tests only)", stacklevel=2)
     try:
         clip = open_clip.create_model(model, pretrained=weights)
-    except (RuntimeError, KeyError, ValueError, OSError) as e:
-        raise UserError(f"cannot load {model} weights from {weights}: {str(e).splitlines()[0][:200]}") from None
+    except Exception as e:  # noqa: BLE001 - torch.load/unpickling raise many types for a bad file
+        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise UserError(f"cannot load {model} weights from {weights}: {first}; is it an open_clip checkpoint of {model}?") from None
     visual = clip.visual
     if not hasattr(visual, "ln_post") or not hasattr(visual, "patch_size"):
         raise UserError(f"--teacher {model} has no ViT image tower with patch tokens; use a ViT model such as ViT-B-16")

@@ -26,9 +26,20 @@ from smile_synth.shards import write_json_atomic
 
 from .checkpoint import CHECKPOINT, ENCODER, load_weights, read_checkpoint, save_atomic
 from .config import PretrainConfig
-from .data import BatchStream, MixedSource, NaturalSource, RenderSource, ShardSource, Source
+from .data import (
+    BatchStream,
+    MixedSource,
+    NaturalSource,
+    RenderSource,
+    ShardSource,
+    Source,
+)
 from .masking import MaskSpec, TrajectoryMasker
-from .models import PretrainVideoTransformer, StudentConfig, build_student, encoder_state_dict
+from .models import (
+    StudentConfig,
+    build_student,
+    encoder_state_dict,
+)
 from .natural import natural_items
 from .optim import build_optimizer, lr_at, warmup_steps
 from .targets import normalize, pixel_targets, to_unit_video
@@ -45,7 +56,7 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
-    device: torch.device = torch.device("cpu")
+    device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
 
     @property
     def main(self) -> bool:
@@ -54,8 +65,8 @@ class Dist:
 
 def setup_distributed() -> Dist:
     """Join the torchrun process group when WORLD_SIZE > 1 (NCCL on GPUs, gloo on CPU)."""
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    local = int(os.environ.get("LOCAL_RANK", 0))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available()
     device = torch.device("cuda", local) if cuda else torch.device("cpu")
     if cuda:
@@ -64,6 +75,15 @@ def setup_distributed() -> Dist:
         dist.init_process_group("nccl" if cuda else "gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
     return Dist(rank, world, local, device)
+
+
+def all_ranks_sum(values: list[float], d: Dist) -> list[float]:
+    """Sum small per-rank numbers over all ranks (no-op on one process)."""
+    if d.world == 1:
+        return list(values)
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=d.device)
+    dist.all_reduce(t)
+    return t.tolist()
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -254,11 +274,13 @@ def _pretrain(cfg: PretrainConfig, d: Dist) -> dict:
         batches = iter(loader)
         for step in range(start, steps):
             batch = next(batches)
-            if batch["error"]:
-                raise UserError(batch["error"])
             assert batch["step"] == step, (batch["step"], step)
-            tried += cfg.batch_size + batch["bad"]
-            bad += batch["bad"]
+            # every rank must take the same stop decisions, or the others hang in the next collective
+            counts = all_ranks_sum([batch["bad"], cfg.batch_size + batch["bad"], batch["error"] is not None], d)
+            if counts[2]:
+                raise UserError(batch["error"] or "another rank met only bad samples; see its log")
+            bad += int(counts[0])
+            tried += int(counts[1])
             if tried >= MIN_SAMPLES_FOR_BAD_SHARE and bad > cfg.max_bad_share * tried:
                 raise UserError(f"{bad} of {tried} samples were unreadable (more than --max-bad-share {cfg.max_bad_share}); "
                                 "fix or remove the bad videos (the log names them), or raise --max-bad-share")
@@ -317,4 +339,3 @@ def _pretrain(cfg: PretrainConfig, d: Dist) -> dict:
     return info
 
 
-__all__ = ["pretrain", "train_step", "loss_fn", "Targets", "build_source", "PretrainVideoTransformer"]
