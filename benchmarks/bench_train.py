@@ -6,6 +6,7 @@ so the ratio is robust to how busy the machine is. Work per step: forward + back
 the student on normalized-pixel targets, mask ratio 0.8, no teacher (unless --teacher is given).
 
     python benchmarks/bench_train.py --preset small --batch-size 2            # CPU: the issue's reference case
+    python benchmarks/bench_train.py --preset small --batch-size 2 --precision bf16
     python benchmarks/bench_train.py --preset base --batch-size 32 --teacher  # GPU: clips/s and MFU
 """
 from __future__ import annotations
@@ -58,7 +59,7 @@ def measure(args, reference: bool, device: torch.device) -> dict:
         Attention.forward = explicit_attention
     try:
         opt = build_optimizer(model, 1e-4)
-        amp = torch.bfloat16 if device.type == "cuda" else None
+        amp = torch.bfloat16 if device.type == "cuda" or args.precision == "bf16" else None
         teacher, teacher_flops = None, 0.0
         if args.teacher:
             from training.teacher import load_teacher
@@ -96,6 +97,7 @@ def measure(args, reference: bool, device: torch.device) -> dict:
             times.append(time.perf_counter() - t)
         med = statistics.median(times)
         out = {"preset": args.preset, "reference_attention": reference, "batch": args.batch_size,
+               "precision": "bf16 autocast" if amp else "fp32",
                "frames": c.frames, "size": c.size, "params_M": count_parameters(model) / 1e6,
                "step_s": med, "clips_per_s": args.batch_size / med,
                "tflops": step_flops(model, args.batch_size, n_vis, c.num_tokens, teacher_flops) / med / 1e12}
@@ -124,6 +126,8 @@ def main() -> None:
     p.add_argument("--teacher", action="store_true", help="Add a random-weight CLIP teacher (same FLOPs as the real one).")
     p.add_argument("--teacher-model", default="ViT-B-16")
     p.add_argument("--no-reference", action="store_true", help="Skip the reference-attention baseline.")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="CPU only (GPUs always use bf16 autocast): bf16 autocast for CPUs with native bf16 (AVX512-BF16/AMX).")
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
