@@ -150,18 +150,50 @@ def inspect(path, verify) -> None:
         click.echo(f"verify: OK, all {rep.clips} clips decode")
 
 
+def source_options(f):
+    """The options that say which clips a run trains on (shared by `pretrain` and `masks`)."""
+    options = [
+        click.option("--source", type=click.Choice(["synthetic", "natural", "mixed"]), default=None,
+                     help="Training clips: synthetic (shards or --recipe), natural videos, or a mix [synthetic]."),
+        click.option("--data", default=None, help="Shard folder (synthetic) or video list / folder (natural, mixed) "
+                     "[natural default: the real clips shipped in pip packages]."),
+        click.option("--recipe", default=None,
+                     help="Render synthetic clips of this recipe on the fly, no disk [mixed, when no --data]."),
+        click.option("--synthetic-data", default=None, help="mixed: synthetic shards instead of --recipe."),
+        click.option("--overlay", default=None,
+                     help="natural: overlay moving objects of this recipe (SMILE stage 1), e.g. overlay."),
+        click.option("--mix-ratio", type=float, default=None, help="mixed: share of synthetic clips [0.5]."),
+        click.option("--preset", default=None, help="Student: tiny, small, base or large [tiny]."),
+        click.option("--frames", type=int, default=None, help="Frames per clip [the preset's]."),
+        click.option("--size", type=int, default=None, help="Frame side in px [the preset's]."),
+        click.option("--seed", type=int, default=None, help="[0]"),
+        click.option("--config", "config_file", default=None,
+                     help="YAML/JSON file of settings (keys as the options, with _); options override it."),
+        click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+                     help="Any other setting, e.g. --set object_threshold=0.5."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def pretrain_config(config_file, settings, options: dict, **fixed):
+    """PretrainConfig from a YAML/JSON file, --set assignments and the given options, validated."""
+    from training.config import PretrainConfig
+
+    from .config import build, load_mapping, parse_assignment, set_path
+
+    data = load_mapping(config_file) if config_file else {}
+    for text in settings:
+        keys, value = parse_assignment(text)
+        set_path(data, keys, value)
+    data.update({k: v for k, v in options.items() if v is not None})
+    data.update(fixed)
+    return build(PretrainConfig, data)
+
+
 @cli.command()
-@click.option("--source", type=click.Choice(["synthetic", "natural", "mixed"]), default=None,
-              help="Training clips: synthetic (shards or --recipe), natural videos, or a mix [default: synthetic].")
-@click.option("--data", default=None, help="Shard folder (synthetic) or video list / folder (natural, mixed) "
-              "[natural default: the real clips shipped in pip packages].")
-@click.option("--recipe", default=None, help="Render synthetic clips of this recipe on the fly (no disk).")
-@click.option("--synthetic-data", default=None, help="mixed: synthetic shards instead of --recipe.")
-@click.option("--overlay", default=None, help="natural: overlay moving objects of this recipe (SMILE stage 1), e.g. overlay.")
-@click.option("--mix-ratio", type=float, default=None, help="mixed: share of synthetic clips [0.5].")
-@click.option("--preset", default=None, help="Student: tiny, small, base or large [tiny].")
-@click.option("--frames", type=int, default=None, help="Frames per clip [the preset's].")
-@click.option("--size", type=int, default=None, help="Frame side in px [the preset's].")
+@source_options
 @click.option("--target", type=click.Choice(["clip", "pixel"]), default=None, help="Reconstruct CLIP features or pixels [clip].")
 @click.option("--teacher", default=None, help="open_clip model of the teacher [ViT-B-16].")
 @click.option("--teacher-pretrained", default=None, help="open_clip tag, local weights file, or none (random; tests only) [openai].")
@@ -181,27 +213,34 @@ def inspect(path, verify) -> None:
 @click.option("--save-every", type=int, default=None, help="Checkpoint every N steps [1000].")
 @click.option("--resume", default=None, help="auto (continue OUT/checkpoint.pt if any), none, or a checkpoint path [auto].")
 @click.option("--init", default=None, help="Start from these weights (e.g. stage 1's checkpoint for stage 2).")
-@click.option("--seed", type=int, default=None, help="[0]")
-@click.option("--config", "config_file", default=None, help="YAML/JSON file of settings (keys as the options, with _); options override it.")
-@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Any other setting, e.g. --set object_threshold=0.5.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def pretrain(config_file, settings, quiet, **options) -> None:
     """SMILE pretraining: masked CLIP-feature (or pixel) reconstruction with synthetic motion."""
-    from training.config import PretrainConfig
     from training.trainer import pretrain as run
 
-    from .config import build, load_mapping, parse_assignment, set_path
-
-    data = load_mapping(config_file) if config_file else {}
-    for text in settings:
-        keys, value = parse_assignment(text)
-        set_path(data, keys, value)
-    data.update({k: v for k, v in options.items() if v is not None})
-    if quiet:
-        data["progress"] = False
-    cfg = build(PretrainConfig, data)
+    cfg = pretrain_config(config_file, settings, options, **({"progress": False} if quiet else {}))
     info = run(cfg)
     click.echo(f"{cfg.out}: {info['steps']} steps, {info['clips_seen']} clips seen; encoder weights in {cfg.out}/encoder.pt")
+
+
+@cli.command()
+@source_options
+@click.option("--n", type=int, default=4, show_default=True, help="Number of clips.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Picture (.png).")
+def masks(config_file, settings, n, out, **options) -> None:
+    """Picture of the masks a pretraining run would use: per clip, frames with object tokens tinted,
+    then the tube mask and the tube + trajectory mask (masked tokens grey)."""
+    from training.visualize import preview_masks
+
+    from .preview import save_png
+
+    if n < 1:
+        raise UserError(f"--n {n} must be >= 1")
+    if not Path(out).resolve().parent.is_dir():
+        raise UserError(f"folder of {out} does not exist; create it or choose another path")
+    cfg = pretrain_config(config_file, settings, options, steps=1, target="pixel", progress=False)
+    save_png(preview_masks(cfg, n), out)
+    click.echo(f"wrote {out} ({n} clips: frames with object tokens, tube mask, tube + trajectory mask)")
 
 
 def main() -> None:
