@@ -208,6 +208,7 @@ def pretrain_config(config_file, settings, options: dict, **fixed):
 @click.option("--lr", type=float, default=None, help="Base lr, scaled by global batch / 256 [preset's: 1.5e-4; tiny 1.5e-3].")
 @click.option("--clip-grad", type=float, default=None, help="Clip the gradient norm to this.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=None, help="[auto: bf16 on GPU, fp32 on CPU]")
+@click.option("--compile", "compile", is_flag=True, default=None, help="torch.compile the student (for GPUs).")
 @click.option("--workers", type=int, default=None, help="DataLoader workers per process [2].")
 @click.option("--out", default=None, help="Run folder: checkpoints, log.jsonl, encoder.pt [runs/pretrain].")
 @click.option("--save-every", type=int, default=None, help="Checkpoint every N steps [1000].")

@@ -50,6 +50,7 @@ class PretrainConfig:
     weight_decay: float = 0.05
     clip_grad: float | None = None
     precision: str = "auto"              # auto = bf16 autocast on GPU, fp32 on CPU
+    compile: bool = False                # torch.compile the student (worth it on GPUs; minutes of compile on CPU)
     # run
     workers: int = 2
     out: str = "runs/pretrain"

@@ -224,11 +224,11 @@ class BatchStream(IterableDataset):
                 try:
                     samples.append(self.source.get(g, attempt))
                     break
-                except BadSample as e:
-                    bad, last = bad + 1, str(e)
+                except Exception as e:  # noqa: BLE001 - one bad sample (or a rare generator bug) must not end a long run
+                    bad, last = bad + 1, str(e) if isinstance(e, BadSample) else f"{type(e).__name__}: {e} (sample {g})"
                     if self.warned < WARN_FIRST:
                         self.warned += 1
-                        log.warning("skipping bad sample: %s%s", e, "" if self.warned < WARN_FIRST else " (further warnings muted)")
+                        log.warning("skipping bad sample: %s%s", last, "" if self.warned < WARN_FIRST else " (further warnings muted)")
             else:
                 return {"video": None, "coverage": None, "bad": bad, "step": step,
                         "error": f"{MAX_ATTEMPTS} samples in a row were bad (last: {last}); check the data with "

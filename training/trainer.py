@@ -71,6 +71,8 @@ def setup_distributed() -> Dist:
     device = torch.device("cuda", local) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True      # fp32 leftovers (teacher pre/post, loss) on tensor cores
+        torch.backends.cudnn.allow_tf32 = True
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
@@ -251,6 +253,8 @@ def _pretrain(cfg: PretrainConfig, d: Dist) -> dict:
     raw_model = model
     if d.world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
+    if cfg.compile:
+        model = torch.compile(model)
     masker = TrajectoryMasker(MaskSpec(cfg.mask_kind, cfg.mask_ratio, cfg.traj_unmask_ratio, cfg.object_threshold), s.grid)
     stream = BatchStream(source, cfg.batch_size, s.tubelet, s.patch, d.rank, d.world, start)
     loader = DataLoader(stream, batch_size=None, num_workers=cfg.workers, pin_memory=d.device.type == "cuda",
