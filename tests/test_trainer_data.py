@@ -290,3 +290,22 @@ def test_all_bad_videos_give_a_batch_error(bad_videos):
     assert isinstance(batch["error"], str) and "bad" in batch["error"]
     assert any(p.name in batch["error"] for p in bad_videos)         # names the last bad sample
     assert batch["bad"] == MAX_ATTEMPTS                              # the first sample failed every attempt
+
+
+class _FlakySource:
+    """Good 8x32x32 clips, except that sample 3 raises an unexpected (non-BadSample) error once."""
+    num_items = None
+
+    def get(self, g, attempt):
+        from training.data import Sample
+        if g == 3 and attempt == 0:
+            raise ZeroDivisionError("generator bug")
+        return Sample(np.full((4, 32, 32, 3), g, np.uint8), None)
+
+
+def test_an_unexpected_error_in_one_sample_is_skipped_and_counted():
+    from training.data import BatchStream
+    batch = BatchStream(_FlakySource(), batch_size=4, tubelet=2, patch=16).batch(0)
+    assert batch["error"] is None and batch["bad"] == 1
+    assert batch["video"].shape == (4, 4, 32, 32, 3)
+    assert [int(v[0, 0, 0, 0]) for v in batch["video"]] == [0, 1, 2, 3]   # sample 3 came from its retry
