@@ -35,11 +35,7 @@ from .data import (
     Source,
 )
 from .masking import MaskSpec, TrajectoryMasker
-from .models import (
-    StudentConfig,
-    build_student,
-    encoder_state_dict,
-)
+from .models import PretrainVideoTransformer, StudentConfig, encoder_state_dict
 from .natural import natural_items
 from .optim import build_optimizer, lr_at, warmup_steps
 from .targets import normalize, pixel_targets, to_unit_video
@@ -222,8 +218,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist) -> dict:
     source = build_source(cfg, s)
     steps = total_steps(cfg, source, d.world)
     torch.manual_seed(cfg.seed)
-    model: torch.nn.Module = build_student(cfg.preset, **{f.name: getattr(s, f.name) for f in dataclasses.fields(s)})
-    model.to(d.device)
+    model: torch.nn.Module = PretrainVideoTransformer(s).to(d.device)
     global_batch = cfg.batch_size * d.world
     peak_lr = cfg.base_lr * global_batch / 256
     warm = warmup_steps(cfg.warmup, steps)
