@@ -151,7 +151,7 @@ def inspect(path, verify) -> None:
 
 
 def source_options(f):
-    """The options that say which clips a run trains on (shared by `pretrain` and `masks`)."""
+    """Which clips a run trains on and how their tokens are masked (shared by `pretrain` and `masks`)."""
     options = [
         click.option("--source", type=click.Choice(["synthetic", "natural", "mixed"]), default=None,
                      help="Training clips: synthetic (shards or --recipe), natural videos, or a mix [synthetic]."),
@@ -166,6 +166,10 @@ def source_options(f):
         click.option("--preset", default=None, help="Student: tiny, small, base or large [tiny]."),
         click.option("--frames", type=int, default=None, help="Frames per clip [the preset's]."),
         click.option("--size", type=int, default=None, help="Frame side in px [the preset's]."),
+        click.option("--mask-ratio", type=float, default=None, help="[0.8]"),
+        click.option("--traj-unmask-ratio", type=float, default=None, help="Share of object tokens left visible [0.1]."),
+        click.option("--object-threshold", type=float, default=None,
+                     help="A token is an object token when this share of its pixels is object [0.25]."),
         click.option("--seed", type=int, default=None, help="[0]"),
         click.option("--config", "config_file", default=None,
                      help="YAML/JSON file of settings (keys as the options, with _); options override it."),
@@ -199,8 +203,6 @@ def pretrain_config(config_file, settings, options: dict, **fixed):
 @click.option("--teacher-pretrained", default=None, help="open_clip tag, local weights file, or none (random; tests only) [openai].")
 @click.option("--mask", type=click.Choice(["auto", "tube", "traj"]), default=None,
               help="tube, or tube+trajectory; auto = traj when the clips carry objects [auto].")
-@click.option("--mask-ratio", type=float, default=None, help="[0.8]")
-@click.option("--traj-unmask-ratio", type=float, default=None, help="Share of object tokens left visible [0.1].")
 @click.option("--multiple-sampling", is_flag=True, default=None, help="Two masks per clip per step, teacher run once.")
 @click.option("--steps", type=int, default=None, help="Optimizer steps.")
 @click.option("--epochs", type=float, default=None, help="Or passes over a finite dataset.")
