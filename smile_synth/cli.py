@@ -223,7 +223,9 @@ def pretrain(config_file, settings, quiet, **options) -> None:
 
     cfg = pretrain_config(config_file, settings, options, **({"progress": False} if quiet else {}))
     info = run(cfg)
-    click.echo(f"{cfg.out}: {info['steps']} steps, {info['clips_seen']} clips seen; encoder weights in {cfg.out}/encoder.pt")
+    if _env_int("RANK", 0) == 0:  # under torchrun, one summary line
+        click.echo(f"{cfg.out}: {info['steps']} steps, {info['clips_seen']} clips seen; "
+                   f"encoder weights in {cfg.out}/encoder.pt")
 
 
 @cli.command()
