@@ -102,10 +102,14 @@ class ShardSource:
             raise UserError(f"--data {path} holds no shard-*.tar files; create them with `smile-synth generate --out {path}`")
         meta = Path(path) / DATASET
         if meta.is_file():
-            have = read_json(meta).get("frames", frames)
+            spec = read_json(meta)
+            have = spec.get("frames", frames)
             if have < frames:
                 raise UserError(f"shards in {path} have {have} frames but the model needs {frames}; "
                                 f"regenerate with --frames {frames} or use a preset with fewer frames")
+            if spec.get("size", size) < size:
+                log.warning("shards in %s are %d px, the model takes %d px: clips are upscaled "
+                            "(generate with --size %d for full detail)", path, spec["size"], size, size)
         shard, start, end = [], [], []
         for i, p in enumerate(self.paths):
             for key, (a, b) in _sample_spans(p):

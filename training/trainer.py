@@ -209,7 +209,13 @@ def _pretrain(cfg: PretrainConfig, d: Dist) -> dict:
     elif ckpt_path.is_file():
         raise UserError(f"{out} already holds a run ({CHECKPOINT}); continue it with --resume auto or choose another --out")
     if d.main:
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            probe_file = out / f".write-test-{os.getpid()}"
+            probe_file.touch()
+            probe_file.unlink()
+        except OSError as e:
+            raise UserError(f"--out {out} is not a writable folder ({e.strerror or e}); choose another") from None
 
     # targets first: a teacher that cannot be loaded fails before any data work
     probe = student_config_for(cfg, 1)

@@ -1,0 +1,29 @@
+"""Edges of a run's set-up: an unusable output folder, shards smaller than the model."""
+import logging
+
+import pytest
+
+from smile_synth.errors import UserError
+from training import trainer
+from training.config import PretrainConfig
+from training.data import ShardSource
+
+
+def test_unwritable_out_is_one_clear_error(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    cfg = PretrainConfig(recipe="black+objects", frames=4, size=32, target="pixel", steps=1, batch_size=1,
+                         workers=0, out=str(blocker / "run"), progress=False).validate()
+    with pytest.raises(UserError, match="not a writable folder"):
+        trainer.pretrain(cfg)
+
+
+def test_shards_smaller_than_the_model_are_upscaled_with_a_warning(training_shards, caplog):
+    with caplog.at_level(logging.WARNING, logger="training.data"):
+        src = ShardSource(training_shards, 4, 128)
+    assert "upscaled" in caplog.text
+    assert src.get(0, 0).video.shape == (4, 128, 128, 3)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="training.data"):
+        ShardSource(training_shards, 4, 32)
+    assert "upscaled" not in caplog.text
