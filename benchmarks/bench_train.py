@@ -1,7 +1,8 @@
 """Train-step speed and peak memory of the student presets, against a reference-style baseline.
 
-The baseline is the same model with attention written out as VideoMAE's reference code does it
-(softmax(q k^T / sqrt(d)) v materialised in fp32), run in the same process on the same inputs,
+The baseline is the same model as VideoMAE's reference code computes it: attention written out
+(softmax(q k^T / sqrt(d)) v materialised in fp32) and PyTorch's default linear layers (MKL sgemm on
+CPU), run in the same process on the same inputs,
 so the ratio is robust to how busy the machine is. Work per step: forward + backward + AdamW step of
 the student on normalized-pixel targets, mask ratio 0.8, no teacher (unless --teacher is given).
 
@@ -19,6 +20,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from training import layers
 from training.layers import Attention, flops_per_token_matmul
 from training.masking import masked_count, tube_mask
 from training.models import build_student, count_parameters
@@ -55,8 +57,9 @@ def measure(args, reference: bool, device: torch.device) -> dict:
                           **({"size": args.size} if args.size else {})).to(device)
     c = model.cfg
     saved = Attention.forward
-    if reference:
+    if reference:   # the reference formulation: explicit attention, framework-default (MKL) linears
         Attention.forward = explicit_attention
+        layers.ONEDNN_LINEAR = False
     try:
         opt = build_optimizer(model, 1e-4)
         amp = torch.bfloat16 if device.type == "cuda" or args.precision == "bf16" else None
@@ -113,6 +116,7 @@ def measure(args, reference: bool, device: torch.device) -> dict:
         return out
     finally:
         Attention.forward = saved
+        layers.ONEDNN_LINEAR = True
 
 
 def main() -> None:

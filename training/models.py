@@ -16,7 +16,7 @@ from torch import nn
 
 from smile_synth.errors import UserError
 
-from .layers import Block, PatchEmbed, init_weights, sincos_table
+from .layers import Block, PatchEmbed, init_weights, linear, sincos_table
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ class VideoDecoder(nn.Module):
     def forward(self, x: torch.Tensor, n_masked: int) -> torch.Tensor:
         for blk in self.blocks:
             x = blk(x)
-        return self.head(self.norm(x[:, -n_masked:]))
+        return linear(self.norm(x[:, -n_masked:]), self.head.weight, self.head.bias)
 
 
 class PretrainVideoTransformer(nn.Module):
@@ -132,7 +132,7 @@ class PretrainVideoTransformer(nn.Module):
         nn.init.trunc_normal_(self.mask_token, std=0.02)
 
     def forward(self, video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = self.encoder_to_decoder(self.encoder(video, mask))             # (B, N_vis, D)
+        x = linear(self.encoder(video, mask), self.encoder_to_decoder.weight)  # (B, N_vis, D)
         B, _, D = x.shape
         pos = self.pos_embed.to(x.dtype).expand(B, -1, -1)
         pos_vis = pos[~mask].reshape(B, -1, D)
