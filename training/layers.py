@@ -78,6 +78,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     the 2-core AMD dev VM where MKL's sgemm (AVX2 path on AMD) gave 160-200. Same fp32 arithmetic
     (relative error vs float64 ~1e-6, as MKL's); elsewhere (GPU, autocast, bf16) plain F.linear."""
     if (ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
+            and not torch.compiler.is_compiling()            # compiled graphs pick their own GEMMs
             and not torch.is_autocast_enabled("cpu") and _onednn_linear_works()):
         return _OneDNNLinear.apply(x, weight, bias)
     return F.linear(x, weight, bias)
