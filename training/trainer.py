@@ -259,7 +259,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist) -> dict:
     masker = TrajectoryMasker(MaskSpec(cfg.mask_kind, cfg.mask_ratio, cfg.traj_unmask_ratio, cfg.object_threshold), s.grid)
     stream = BatchStream(source, cfg.batch_size, s.tubelet, s.patch, d.rank, d.world, start)
     loader = DataLoader(stream, batch_size=None, num_workers=cfg.workers, pin_memory=d.device.type == "cuda",
-                        prefetch_factor=4 if cfg.workers else None, persistent_workers=False)
+                        prefetch_factor=2 if cfg.workers else None, persistent_workers=False)
 
     def checkpoint(step: int) -> None:
         if d.main:
