@@ -27,3 +27,13 @@ def test_shards_smaller_than_the_model_are_upscaled_with_a_warning(training_shar
     with caplog.at_level(logging.WARNING, logger="training.data"):
         ShardSource(training_shards, 4, 32)
     assert "upscaled" not in caplog.text
+
+
+def test_resuming_past_the_requested_steps_is_refused(tmp_path):
+    kw = dict(recipe="black+objects", frames=4, size=32, target="pixel", batch_size=1, workers=0,
+              out=str(tmp_path / "run"), progress=False)
+    trainer.pretrain(PretrainConfig(steps=3, **kw).validate())
+    with pytest.raises(UserError, match="past --steps 2"):
+        trainer.pretrain(PretrainConfig(steps=2, **kw).validate())
+    info = trainer.pretrain(PretrainConfig(steps=4, **kw).validate())     # more steps: continues
+    assert info["steps"] == 4

@@ -244,6 +244,8 @@ def _pretrain(cfg: PretrainConfig, d: Dist) -> dict:
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
         start = int(ckpt["step"])
+        if start > steps:
+            raise UserError(f"{resume_from} is at step {start}, past --steps {steps}; ask for more steps or use another --out")
         if d.main:
             log.warning("resuming %s at step %d", resume_from, start)
     elif cfg.init:
