@@ -37,3 +37,21 @@ def test_resuming_past_the_requested_steps_is_refused(tmp_path):
         trainer.pretrain(PretrainConfig(steps=2, **kw).validate())
     info = trainer.pretrain(PretrainConfig(steps=4, **kw).validate())     # more steps: continues
     assert info["steps"] == 4
+
+
+@pytest.mark.parametrize("prefix", ["", "visual."])
+def test_teacher_from_an_image_tower_only_file(tmp_path, prefix):
+    import open_clip
+    import torch
+
+    from training.teacher import load_teacher
+    clip = open_clip.create_model("ViT-S-16", pretrained=None)
+    path = tmp_path / "tower.pt"
+    torch.save({prefix + k: v for k, v in clip.visual.state_dict().items()}, path)
+    teacher = load_teacher("ViT-S-16", str(path), tubelet=2, out_grid=(7, 7))
+    for k, v in clip.visual.state_dict().items():
+        assert torch.equal(teacher.visual.state_dict()[k], v), k
+    bad = tmp_path / "other.pt"
+    torch.save({"visual.not_a_key": torch.zeros(1)}, bad)
+    with pytest.raises(UserError, match="image tower"):
+        load_teacher("ViT-S-16", str(bad), tubelet=2, out_grid=(7, 7))

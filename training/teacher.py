@@ -2,7 +2,8 @@
 
 `load_teacher("ViT-B-16", "openai")` resolves the tag to a weights file (the local cache first; the
 network only when it answers within seconds), builds the open_clip model from that file and keeps its
-image tower. `pretrained` may also be a path to a checkpoint file, or "none" for a randomly
+image tower. `pretrained` may also be a path to a checkpoint file (a whole open_clip model, or only
+its image tower, keys bare or under "visual."), or "none" for a randomly
 initialised teacher (tests only; loudly warned). Weights that cannot be obtained fail at once with one
 line naming the model, the tag and the ways out; there is never a silent fallback to random weights.
 """
@@ -121,6 +122,24 @@ class ClipTeacher(nn.Module):
         return standardize_tokens(tokens)
 
 
+def _load_image_tower(visual: nn.Module, path: str) -> bool:
+    """Load a file holding only the image tower's weights (keys bare or under "visual."). True if it fit."""
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - not a loadable tensor file
+        return False
+    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        return False
+    sd = {k.removeprefix("module.").removeprefix("visual."): v for k, v in sd.items()}
+    try:
+        visual.load_state_dict(sd, strict=True)
+    except RuntimeError:
+        return False
+    return True
+
+
 def load_teacher(model: str = "ViT-B-16", pretrained: str = "openai", tubelet: int = 2,
                  out_grid: tuple[int, int] = (14, 14)) -> ClipTeacher:
     """Build the frozen teacher. Raises UserError when the weights cannot be obtained."""
@@ -132,8 +151,11 @@ def load_teacher(model: str = "ViT-B-16", pretrained: str = "openai", tubelet: i
     try:
         clip = open_clip.create_model(model, pretrained=weights)
     except Exception as e:  # noqa: BLE001 - torch.load/unpickling raise many types for a bad file
-        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
-        raise UserError(f"cannot load {model} weights from {weights}: {first}; is it an open_clip checkpoint of {model}?") from None
+        clip = open_clip.create_model(model, pretrained=None)
+        if not _load_image_tower(clip.visual, weights):
+            first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+            raise UserError(f"cannot load {model} weights from {weights}: {first}; "
+                            f"is it an open_clip checkpoint of {model} (or of its image tower)?") from None
     visual = clip.visual
     if not hasattr(visual, "ln_post") or not hasattr(visual, "patch_size"):
         raise UserError(f"--teacher {model} has no ViT image tower with patch tokens; use a ViT model such as ViT-B-16")
