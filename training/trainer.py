@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -161,6 +162,22 @@ def summary(cfg: PretrainConfig, step: int, world: int) -> dict:
             "mask": cfg.mask_kind, "steps": step, "clips_seen": step * cfg.batch_size * world}
 
 
+def describe_run(cfg: PretrainConfig, s: StudentConfig, model, steps: int, start: int, peak_lr: float,
+                 d: Dist, amp, masker: TrajectoryMasker) -> str:
+    """One line saying what is about to run."""
+    recipe = summary(cfg, steps, d.world)["recipe"]
+    synthetic = f"rendered from {recipe!r}" if recipe else (cfg.data if cfg.source == "synthetic" else cfg.synthetic_data)
+    natural = (cfg.data or "embedded real clips") + (f" + {cfg.overlay!r} objects" if cfg.overlay else "")
+    data = {"synthetic": synthetic, "natural": natural, "mixed": f"{synthetic} / {natural}"}[cfg.source]
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    what = f"{cfg.target} target" + (f" ({cfg.teacher})" if cfg.target == "clip" else "")
+    return (f"pretrain: {cfg.preset} student ({params:.1f}M params, {s.frames}x{s.size}px) on {cfg.source} clips "
+            f"({data}), {what}, {masker.spec.kind} masks ({masker.num_masked}/{s.num_tokens} tokens), "
+            f"steps {start}->{steps} x {cfg.batch_size * d.world} clips, peak lr {peak_lr:.2e}, "
+            f"{d.device.type} {'fp32' if amp is None else str(amp).removeprefix('torch.')}, x{d.world} processes, "
+            f"{cfg.workers} workers each")
+
+
 # ---- the loop -----------------------------------------------------------------------------
 
 def loss_fn(model, video: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -271,16 +288,19 @@ def _pretrain(cfg: PretrainConfig, d: Dist) -> dict:
 
     bar = None
     if d.main and cfg.progress:
+        print(describe_run(cfg, s, raw_model, steps, start, peak_lr, d, amp, masker), file=sys.stderr, flush=True)
         from tqdm import tqdm
         bar = tqdm(total=steps, initial=start, desc="pretrain", unit="step", dynamic_ncols=True)
     logf = open(out / LOG_FILE, "a") if d.main else None
     tried = bad = 0
-    window_loss, window_n, t0 = 0.0, 0, time.perf_counter()
+    window_loss, window_n, waited, t0 = 0.0, 0, 0.0, time.perf_counter()
     model.train()
     try:
         batches = iter(loader)
         for step in range(start, steps):
+            t_wait = time.perf_counter()
             batch = next(batches)
+            waited += time.perf_counter() - t_wait
             assert batch["step"] == step, (batch["step"], step)
             # every rank must take the same stop decisions, or the others hang in the next collective
             counts = all_ranks_sum([batch["bad"], cfg.batch_size + batch["bad"], batch["error"] is not None], d)
@@ -323,9 +343,9 @@ def _pretrain(cfg: PretrainConfig, d: Dist) -> dict:
                 if logf is not None:
                     logf.write(json.dumps({"step": done, "loss": window_loss / window_n, "lr": lr,
                                            "clips_per_s": window_n * global_batch / dt, "bad": bad,
-                                           "time": time.time()}) + "\n")
+                                           "data_wait": waited / dt, "time": time.time()}) + "\n")
                     logf.flush()
-                window_loss, window_n, t0 = 0.0, 0, time.perf_counter()
+                window_loss, window_n, waited, t0 = 0.0, 0, 0.0, time.perf_counter()
             if done % cfg.save_every == 0 and done != steps:
                 checkpoint(done)
     finally:
