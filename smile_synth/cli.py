@@ -214,6 +214,8 @@ def pretrain_config(config_file, settings, options: dict, **fixed):
 @click.option("--workers", type=int, default=None, help="DataLoader workers per process [2].")
 @click.option("--out", default=None, help="Run folder: checkpoints, log.jsonl, encoder.pt [runs/pretrain].")
 @click.option("--save-every", type=int, default=None, help="Checkpoint every N steps [1000].")
+@click.option("--keep-every", type=int, default=None, help="Also keep checkpoint-STEP.pt every N steps.")
+@click.option("--grad-checkpointing", is_flag=True, default=None, help="Recompute transformer blocks in backward: less memory, more time.")
 @click.option("--resume", default=None, help="auto (continue OUT/checkpoint.pt if any), none, or a checkpoint path [auto].")
 @click.option("--init", default=None, help="Start from these weights (e.g. stage 1's checkpoint for stage 2).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")

@@ -55,3 +55,36 @@ def test_teacher_from_an_image_tower_only_file(tmp_path, prefix):
     torch.save({"visual.not_a_key": torch.zeros(1)}, bad)
     with pytest.raises(UserError, match="image tower"):
         load_teacher("ViT-S-16", str(bad), tubelet=2, out_grid=(7, 7))
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    import torch
+
+    from training.masking import tube_mask
+    from training.models import build_student
+    torch.manual_seed(0)
+    model = build_student("tiny", size=32, frames=4, depth=2, drop_path=0.1)
+    video = torch.randn(2, 3, 4, 32, 32)
+    mask = tube_mask(2, model.cfg.grid, 0.5, torch.Generator().manual_seed(0))
+
+    def grads(checkpointing):
+        model.zero_grad()
+        model.encoder.grad_checkpointing = model.decoder.grad_checkpointing = checkpointing
+        torch.manual_seed(1)                      # the same drop-path draws
+        model(video, mask).pow(2).mean().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain, ckpt = grads(False), grads(True)
+    assert plain.keys() == ckpt.keys()
+    for n in plain:
+        torch.testing.assert_close(ckpt[n], plain[n], rtol=1e-5, atol=1e-6)
+
+
+def test_keep_every_keeps_snapshots(tmp_path):
+    cfg = PretrainConfig(recipe="black+objects", frames=4, size=32, target="pixel", steps=5, batch_size=1,
+                         workers=0, keep_every=2, out=str(tmp_path / "run"), progress=False).validate()
+    trainer.pretrain(cfg)
+    kept = sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*.pt"))
+    assert kept == ["checkpoint-0000002.pt", "checkpoint-0000004.pt"]
+    import torch
+    assert torch.load(tmp_path / "run" / kept[0], weights_only=False)["step"] == 2

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from smile_synth.errors import UserError
 
@@ -79,6 +80,13 @@ def student_config(preset: str, **overrides) -> StudentConfig:
     return dataclasses.replace(PRESETS[preset], **overrides).validate()
 
 
+def run_block(blk: nn.Module, x: torch.Tensor, recompute: bool) -> torch.Tensor:
+    """blk(x); with `recompute`, its activations are not kept but recomputed in backward (memory for time)."""
+    if recompute and torch.is_grad_enabled():
+        return checkpoint(blk, x, use_reentrant=False)
+    return blk(x)
+
+
 class VideoEncoder(nn.Module):
     """ViT over tubelet tokens. forward(video (B, 3, T, H, W), mask bool (B, N) or None) -> (B, N_visible, C)."""
 
@@ -90,6 +98,7 @@ class VideoEncoder(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.mlp_ratio, p) for p in dpr)
         self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
         self.head = nn.Identity()      # VideoMAE's pretraining encoder has no classifier
+        self.grad_checkpointing = False
 
     def forward(self, video: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         x = self.patch_embed(video) + self.pos_embed.to(video.dtype)      # (B, N, C)
@@ -97,7 +106,7 @@ class VideoEncoder(nn.Module):
             B, _, C = x.shape
             x = x[~mask].reshape(B, -1, C)                                 # every clip has the same count
         for blk in self.blocks:
-            x = blk(x)
+            x = run_block(blk, x, self.grad_checkpointing and self.training)
         return self.head(self.norm(x))
 
 
@@ -109,10 +118,11 @@ class VideoDecoder(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg.decoder_dim, cfg.decoder_heads, cfg.mlp_ratio) for _ in range(cfg.decoder_depth))
         self.norm = nn.LayerNorm(cfg.decoder_dim, eps=1e-6)
         self.head = nn.Linear(cfg.decoder_dim, cfg.target_dim)
+        self.grad_checkpointing = False
 
     def forward(self, x: torch.Tensor, n_masked: int) -> torch.Tensor:
         for blk in self.blocks:
-            x = blk(x)
+            x = run_block(blk, x, self.grad_checkpointing and self.training)
         return linear(self.norm(x[:, -n_masked:]), self.head.weight, self.head.bias)
 
 

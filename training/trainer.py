@@ -242,6 +242,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist) -> dict:
     steps = total_steps(cfg, source, d.world)
     torch.manual_seed(cfg.seed)
     model: torch.nn.Module = PretrainVideoTransformer(s).to(d.device)
+    model.encoder.grad_checkpointing = model.decoder.grad_checkpointing = cfg.grad_checkpointing
     global_batch = cfg.batch_size * d.world
     peak_lr = cfg.base_lr * global_batch / 256
     warm = warmup_steps(cfg.warmup, steps)
@@ -282,9 +283,12 @@ def _pretrain(cfg: PretrainConfig, d: Dist) -> dict:
 
     def checkpoint(step: int) -> None:
         if d.main:
-            save_atomic({"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scaler": scaler.state_dict(), "step": step, "config": to_dict(cfg),
-                         "student": dataclasses.asdict(s), "summary": summary(cfg, step, d.world)}, ckpt_path)
+            state = {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scaler": scaler.state_dict(), "step": step, "config": to_dict(cfg),
+                     "student": dataclasses.asdict(s), "summary": summary(cfg, step, d.world)}
+            save_atomic(state, ckpt_path)
+            if cfg.keep_every and step % cfg.keep_every == 0:
+                save_atomic(state, out / f"checkpoint-{step:07d}.pt")
 
     bar = None
     if d.main and cfg.progress:
@@ -346,7 +350,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist) -> dict:
                                            "data_wait": waited / dt, "time": time.time()}) + "\n")
                     logf.flush()
                 window_loss, window_n, waited, t0 = 0.0, 0, 0.0, time.perf_counter()
-            if done % cfg.save_every == 0 and done != steps:
+            if (done % cfg.save_every == 0 or (cfg.keep_every and done % cfg.keep_every == 0)) and done != steps:
                 checkpoint(done)
     finally:
         if bar is not None:
