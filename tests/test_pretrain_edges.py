@@ -88,3 +88,43 @@ def test_keep_every_keeps_snapshots(tmp_path):
     assert kept == ["checkpoint-0000002.pt", "checkpoint-0000004.pt"]
     import torch
     assert torch.load(tmp_path / "run" / kept[0], weights_only=False)["step"] == 2
+
+
+def test_load_encoder_from_our_files_and_a_videomae_checkpoint(tmp_path):
+    import torch
+
+    from training.checkpoint import load_encoder
+    from training.models import build_student
+    cfg = PretrainConfig(recipe="black+objects", frames=4, size=32, target="pixel", steps=2, batch_size=1,
+                         workers=0, out=str(tmp_path / "run"), progress=False).validate()
+    info = trainer.pretrain(cfg)
+    video = torch.randn(1, 3, 4, 32, 32)
+    feats = []
+    for name in ("encoder.pt", "checkpoint.pt"):
+        enc, scfg, summary = load_encoder(tmp_path / "run" / name)
+        assert (scfg.frames, scfg.size, scfg.dim) == (4, 32, 192) and summary["steps"] == info["steps"]
+        assert not enc.training
+        with torch.no_grad():
+            feats.append(enc(video))
+    torch.testing.assert_close(feats[0], feats[1])
+    assert feats[0].shape == (1, 2 * 2 * 2, 192)
+    # a VideoMAE-style pretraining checkpoint: {"model": full state dict}, no config: needs --preset
+    videomae = tmp_path / "videomae.pth"
+    torch.save({"model": build_student("tiny").state_dict()}, videomae)
+    with pytest.raises(UserError, match="--preset"):
+        load_encoder(videomae)
+    enc, scfg, summary = load_encoder(videomae, preset="tiny")
+    assert scfg.size == 112 and summary == {}
+    with pytest.raises(UserError, match="another preset"):
+        load_encoder(videomae, preset="small")
+    with pytest.raises(UserError, match="not --preset small"):
+        load_encoder(tmp_path / "run" / "encoder.pt", preset="small")
+
+
+def test_load_encoder_accepts_its_preset_at_another_geometry(tmp_path):
+    from training.checkpoint import load_encoder
+    cfg = PretrainConfig(recipe="black+objects", frames=4, size=32, target="pixel", steps=1, batch_size=1,
+                         workers=0, out=str(tmp_path / "run"), progress=False).validate()
+    trainer.pretrain(cfg)
+    _, scfg, _ = load_encoder(tmp_path / "run" / "encoder.pt", preset="tiny")   # tiny, trained at 4 x 32
+    assert (scfg.frames, scfg.size) == (4, 32)

@@ -71,3 +71,49 @@ def load_weights(model: nn.Module, path: str | Path, strict_shapes: bool = True)
         raise UserError(f"{path} holds no encoder weights this model can use; is it a video transformer checkpoint?")
     result = model.load_state_dict(usable, strict=False)
     return list(result.missing_keys), sorted(set(weights) - set(usable))
+
+
+def load_encoder(path: str | Path, preset: str | None = None):
+    """The pretrained encoder of `path` (our encoder.pt or checkpoint.pt, or a VideoMAE/SMILE
+    pretraining checkpoint), ready for feature extraction.
+
+    Our files carry their student config; for others give `preset` (its geometry must match the
+    weights). Returns (VideoEncoder in eval mode, StudentConfig, summary of what it saw in pretraining,
+    {} when unknown). Raises UserError for a checkpoint of another preset or without encoder weights."""
+    import dataclasses
+
+    from .models import StudentConfig, VideoEncoder, student_config
+    ckpt = read_checkpoint(path)
+    if isinstance(ckpt.get("student"), dict):
+        fields = {f.name for f in dataclasses.fields(StudentConfig)}
+        cfg = StudentConfig(**{k: v for k, v in ckpt["student"].items() if k in fields})
+        arch = ("dim", "depth", "heads", "patch", "tubelet", "mlp_ratio")   # what the weights fix
+        if preset is not None and any(getattr(student_config(preset), a) != getattr(cfg, a) for a in arch):
+            raise UserError(f"{path} holds a {_preset_name(cfg)} encoder, not --preset {preset}; pass the matching --preset")
+    elif preset is None:
+        raise UserError(f"{path} does not say which model it holds; pass --preset (tiny, small, base or large)")
+    else:
+        cfg = student_config(preset)
+    weights = model_weights(ckpt)
+    weights = {k.removeprefix("encoder."): v for k, v in weights.items()
+               if k.startswith("encoder.") or not k.startswith(("decoder.", "encoder_to_decoder", "mask_token"))}
+    encoder = VideoEncoder(cfg)
+    own = encoder.state_dict()
+    for k, v in weights.items():
+        if k in own and own[k].shape != v.shape:
+            raise UserError(f"{path}: {k} has shape {tuple(v.shape)}, a {_preset_name(cfg)} encoder needs "
+                            f"{tuple(own[k].shape)}; the checkpoint is of another preset (choose the matching --preset)")
+    missing = sorted(set(own) - set(weights))
+    if missing:
+        raise UserError(f"{path} lacks encoder weights ({missing[0]}, ... {len(missing)} in all); "
+                        "is it a video transformer pretraining checkpoint?")
+    encoder.load_state_dict({k: v for k, v in weights.items() if k in own})
+    return encoder.eval(), cfg, dict(ckpt.get("summary") or {})
+
+
+def _preset_name(cfg) -> str:
+    from .models import PRESETS
+    for name, p in PRESETS.items():
+        if (p.dim, p.depth, p.heads) == (cfg.dim, cfg.depth, cfg.heads):
+            return f"{name} ({cfg.frames}x{cfg.size}px)"
+    return f"{cfg.dim}-wide {cfg.depth}-deep"
