@@ -117,22 +117,55 @@ class ShardWriter:
         self.tmp.unlink(missing_ok=True)
 
 
+def _grouped_members(tar: tarfile.TarFile) -> Iterator[tuple[str, list[tarfile.TarInfo]]]:
+    """(key, file members) of each sample, in tar order (a sample's members are adjacent)."""
+    key, members = None, []
+    for m in tar:
+        if not m.isfile():
+            continue
+        k = Path(m.name).name.partition(".")[0]
+        if k != key and members:
+            yield key, members
+            members = []
+        key = k
+        members.append(m)
+    if members:
+        yield key, members
+
+
+def _read_members(tar: tarfile.TarFile, members: list[tarfile.TarInfo]) -> dict[str, bytes]:
+    """{extension: bytes}, e.g. {"video.h264": ..., "json": ...}."""
+    return {Path(m.name).name.partition(".")[2]: tar.extractfile(m).read() for m in members}
+
+
 def iter_samples(path: str | Path) -> Iterator[tuple[str, str, dict[str, bytes]]]:
     """(shard name, key, {extension: bytes}) for every sample of a shard or shard directory."""
     for shard in shard_paths(path):
         with tarfile.open(shard, "r") as tar:
-            key, sample = None, {}
-            for member in tar:
-                if not member.isfile():
-                    continue
-                k, _, ext = Path(member.name).name.partition(".")
-                if k != key and sample:
-                    yield shard.name, key, sample
-                    sample = {}
-                key = k
-                sample[ext] = tar.extractfile(member).read()
-            if sample:
-                yield shard.name, key, sample
+            for key, members in _grouped_members(tar):
+                yield shard.name, key, _read_members(tar, members)
+
+
+def sample_spans(shard: Path) -> Iterator[tuple[str, int, int]]:
+    """(key, start, end): the byte span of each sample of one shard, from the tar headers only
+    (for random access with read_sample_at)."""
+    with tarfile.open(shard, "r") as tar:
+        for key, members in _grouped_members(tar):
+            last = members[-1]
+            end = last.offset_data + -(-last.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+            yield key, members[0].offset, end
+
+
+def read_sample_at(shard: Path, start: int, end: int) -> dict[str, bytes]:
+    """{extension: bytes} of the sample spanning bytes [start, end) of a shard (see sample_spans)."""
+    with open(shard, "rb") as f:
+        f.seek(start)
+        chunk = f.read(end - start)
+    with tarfile.open(fileobj=io.BytesIO(chunk), mode="r") as tar:
+        groups = list(_grouped_members(tar))
+        if len(groups) != 1:
+            raise ValueError(f"{shard.name} bytes {start}-{end} hold {len(groups)} samples, not 1")
+        return _read_members(tar, groups[0][1])
 
 
 def shard_paths(path: str | Path) -> list[Path]:

@@ -10,10 +10,8 @@ the source is asked again with attempt + 1, which picks another item, and the ba
 """
 from __future__ import annotations
 
-import io
 import logging
 import tarfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import count
@@ -28,7 +26,14 @@ from torch.utils.data import IterableDataset, get_worker_info
 from generators import overlay_clip, render_clip
 from generators.render import prepare
 from smile_synth.errors import UserError
-from smile_synth.shards import DATASET, decode_sample, read_json, shard_paths
+from smile_synth.shards import (
+    DATASET,
+    decode_sample,
+    read_json,
+    read_sample_at,
+    sample_spans,
+    shard_paths,
+)
 
 from .masking import object_token_coverage
 from .natural import BadVideo, VideoItem, load_clip
@@ -46,6 +51,11 @@ class BadSample(Exception):
 class Sample:
     video: np.ndarray                  # uint8 (T, H, W, 3)
     objects: np.ndarray | None         # bool (T, H, W), None when the clip has no overlaid objects
+
+    @staticmethod
+    def of(clip) -> Sample:
+        """A generator Clip's video and the union of its object masks."""
+        return Sample(clip.video, clip.masks.any(axis=0) if clip.num_objects else None)
 
 
 class Source(Protocol):
@@ -110,13 +120,9 @@ class ShardSource:
             if spec.get("size", size) < size:
                 log.warning("shards in %s are %d px, the model takes %d px: clips are upscaled "
                             "(generate with --size %d for full detail)", path, spec["size"], size, size)
-        shard, start, end = [], [], []
-        for i, p in enumerate(self.paths):
-            for key, (a, b) in _sample_spans(p):
-                shard.append(i), start.append(a), end.append(b)
-        self.shard = np.asarray(shard, np.int32)
-        self.start = np.asarray(start, np.int64)
-        self.end = np.asarray(end, np.int64)
+        spans = [(i, start, end) for i, p in enumerate(self.paths) for _, start, end in sample_spans(p)]
+        index = np.asarray(spans, np.int64).reshape(-1, 3)    # (shard, start, end) per sample, compact for forks
+        self.shard, self.start, self.end = index[:, 0], index[:, 1], index[:, 2]
         self.num_items = len(self.shard)
         if self.num_items == 0:
             raise UserError(f"--data {path}: the shards hold no samples")
@@ -125,33 +131,11 @@ class ShardSource:
         i = epoch_item(self.seed, g, self.num_items, attempt)
         path = self.paths[self.shard[i]]
         try:
-            with open(path, "rb") as f:
-                f.seek(self.start[i])
-                chunk = f.read(int(self.end[i] - self.start[i]))
-            with tarfile.open(fileobj=io.BytesIO(chunk), mode="r") as tar:
-                members = {Path(m.name).name.partition(".")[2]: tar.extractfile(m).read() for m in tar if m.isfile()}
-            clip = decode_sample(members)
+            clip = decode_sample(read_sample_at(path, int(self.start[i]), int(self.end[i])))
         except (OSError, ValueError, KeyError, tarfile.TarError) as e:
             raise BadSample(f"{path.name} sample {i}: {e}") from None
-        objects = clip.masks.any(axis=0) if clip.num_objects else None
-        return fit_clip(clip.video, objects, self.frames, self.clip_size, sample_rng(self.seed, g, attempt, 1))
-
-
-def _sample_spans(path: Path) -> Iterator[tuple[str, tuple[int, int]]]:
-    """(key, (first header offset, end of last member)) of each sample in a tar, from headers only."""
-    key, a, b = None, 0, 0
-    with tarfile.open(path, "r") as tar:
-        for m in tar:
-            if not m.isfile():
-                continue
-            k = Path(m.name).name.partition(".")[0]
-            if k != key:
-                if key is not None:
-                    yield key, (a, b)
-                key, a = k, m.offset
-            b = m.offset_data + -(-m.size // 512) * 512
-    if key is not None:
-        yield key, (a, b)
+        s = Sample.of(clip)
+        return fit_clip(s.video, s.objects, self.frames, self.clip_size, sample_rng(self.seed, g, attempt, 1))
 
 
 class RenderSource:
@@ -163,8 +147,7 @@ class RenderSource:
         self.frames, self.clip_size, self.seed = frames, size, seed
 
     def get(self, g: int, attempt: int) -> Sample:
-        clip = render_clip(self.recipe, self.seed, g + attempt * 1_000_003, self.frames, self.clip_size)
-        return Sample(clip.video, clip.masks.any(axis=0) if clip.num_objects else None)
+        return Sample.of(render_clip(self.recipe, self.seed, g + attempt * 1_000_003, self.frames, self.clip_size))
 
 
 class NaturalSource:
@@ -186,8 +169,7 @@ class NaturalSource:
             raise BadSample(str(e)) from None
         if self.overlay is None:
             return Sample(video, None)
-        clip = overlay_clip(video, self.overlay, self.seed, g)
-        return Sample(clip.video, clip.masks.any(axis=0) if clip.num_objects else None)
+        return Sample.of(overlay_clip(video, self.overlay, self.seed, g))
 
 
 class MixedSource:
