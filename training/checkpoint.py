@@ -51,22 +51,31 @@ def model_weights(ckpt: dict) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in ckpt.items() if isinstance(v, torch.Tensor)}
 
 
-def load_weights(model: nn.Module, path: str | Path, strict_shapes: bool = True) -> tuple[list[str], list[str]]:
-    """Load what matches into `model` (a PretrainVideoTransformer). Encoder-only files get their
-    "encoder." prefix back. Returns (missing, unexpected) names; shape mismatches raise UserError."""
-    weights = model_weights(read_checkpoint(path))
-    own = model.state_dict()
-    if weights and not any(k.startswith("encoder.") for k in weights) and any(k.startswith("blocks.") for k in weights):
-        weights = {f"encoder.{k}": v for k, v in weights.items()}
+def matching_weights(path: str | Path, weights: dict[str, torch.Tensor], own: dict[str, torch.Tensor],
+                     may_differ: tuple[str, ...] = (), what: str = "the model") -> dict[str, torch.Tensor]:
+    """The entries of `weights` that the state dict `own` has, shapes equal. A shape mismatch means a
+    checkpoint of another preset (UserError), except for names starting with `may_differ` (skipped)."""
     usable = {}
     for k, v in weights.items():
-        if k in own and own[k].shape != v.shape:
-            if strict_shapes and not k.startswith("decoder.head"):
-                raise UserError(f"{path}: {k} has shape {tuple(v.shape)}, the model needs {tuple(own[k].shape)}; "
-                                "the checkpoint is of another preset (choose the matching --preset)")
+        if k not in own:
             continue
-        if k in own:
-            usable[k] = v
+        if own[k].shape != v.shape:
+            if k.startswith(may_differ):
+                continue
+            raise UserError(f"{path}: {k} has shape {tuple(v.shape)}, {what} needs {tuple(own[k].shape)}; "
+                            "the checkpoint is of another preset (choose the matching --preset)")
+        usable[k] = v
+    return usable
+
+
+def load_weights(model: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
+    """Load what matches into `model` (a PretrainVideoTransformer); the decoder head may differ (another
+    target). Encoder-only files get their "encoder." prefix back. Returns (missing, unexpected) names;
+    other shape mismatches raise UserError."""
+    weights = model_weights(read_checkpoint(path))
+    if weights and not any(k.startswith("encoder.") for k in weights) and any(k.startswith("blocks.") for k in weights):
+        weights = {f"encoder.{k}": v for k, v in weights.items()}
+    usable = matching_weights(path, weights, model.state_dict(), may_differ=("decoder.head",))
     if not any(k.startswith("encoder.blocks.") for k in usable):
         raise UserError(f"{path} holds no encoder weights this model can use; is it a video transformer checkpoint?")
     result = model.load_state_dict(usable, strict=False)
@@ -99,15 +108,12 @@ def load_encoder(path: str | Path, preset: str | None = None):
                if k.startswith("encoder.") or not k.startswith(("decoder.", "encoder_to_decoder", "mask_token"))}
     encoder = VideoEncoder(cfg)
     own = encoder.state_dict()
-    for k, v in weights.items():
-        if k in own and own[k].shape != v.shape:
-            raise UserError(f"{path}: {k} has shape {tuple(v.shape)}, a {_preset_name(cfg)} encoder needs "
-                            f"{tuple(own[k].shape)}; the checkpoint is of another preset (choose the matching --preset)")
-    missing = sorted(set(own) - set(weights))
+    usable = matching_weights(path, weights, own, what=f"a {_preset_name(cfg)} encoder")
+    missing = sorted(set(own) - set(usable))
     if missing:
         raise UserError(f"{path} lacks encoder weights ({missing[0]}, ... {len(missing)} in all); "
                         "is it a video transformer pretraining checkpoint?")
-    encoder.load_state_dict({k: v for k, v in weights.items() if k in own})
+    encoder.load_state_dict(usable)
     return encoder.eval(), cfg, dict(ckpt.get("summary") or {})
 
 
