@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .atomic import replacing
+
 
 def read_log(path: str | Path) -> list[dict]:
     """Records of a log.jsonl; lines that do not parse (a run killed mid-write) are skipped."""
@@ -34,9 +36,7 @@ def loss_curve(log_path: str | Path, out: str | Path, title: str = "") -> Path:
     lr.set_ylabel("learning rate", color="tab:orange")
     ax.set_title(title or Path(log_path).parent.name, fontsize=10)
     fig.tight_layout()
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp)
+    with replacing(out) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    tmp.replace(out)
-    return out
+    return Path(out)

@@ -25,6 +25,7 @@ import numpy as np
 
 from generators.clip import Clip
 
+from .atomic import replacing
 from .video_io import DEFAULT_CODEC, ClipEncoder, Codec, decode_video
 
 SHARD_GLOB = "shard-*.tar"
@@ -186,9 +187,8 @@ def iter_clips(path: str | Path) -> Iterator[Clip]:
 # ---- manifest -----------------------------------------------------------------------------
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
 
 
 def read_json(path: Path) -> Any:

@@ -5,13 +5,13 @@ is {"model": encoder weights with VideoMAE fine-tuning names, "student", "summar
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from smile_synth.atomic import replacing
 from smile_synth.errors import UserError
 
 CHECKPOINT = "checkpoint.pt"
@@ -20,13 +20,8 @@ ENCODER = "encoder.pt"
 
 def save_atomic(obj: Any, path: str | Path) -> None:
     """torch.save to a temporary name, then rename: a file that exists is complete."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with replacing(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_checkpoint(path: str | Path) -> dict:
