@@ -10,45 +10,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
 
 import torch
-import torch.nn.functional as F
+
+# bench_train sits in this folder (the scripts run as `python benchmarks/...`)
+from bench_train import measure
 from torch.utils.data import DataLoader
 
 from generators.recipes import get_recipe
 from training.data import BatchStream, NaturalSource, RenderSource, ShardSource
-from training.masking import tube_mask
-from training.models import build_student
 from training.natural import natural_items
-from training.optim import build_optimizer
-from training.targets import normalize, pixel_targets, to_unit_video
 
 BATCH = 8
 
 
 def consumption(repeats: int) -> float:
-    """Clips/s of tiny-preset training steps on a fixed batch."""
-    torch.manual_seed(0)
-    model = build_student("tiny")
-    c = model.cfg
-    opt = build_optimizer(model, 1e-4)
-    video = to_unit_video(torch.randint(0, 255, (BATCH, c.frames, c.size, c.size, 3), dtype=torch.uint8))
-    mask = tube_mask(BATCH, c.grid, 0.8, torch.Generator().manual_seed(0))
-    times = []
-    for i in range(repeats + 3):
-        t = time.perf_counter()
-        target = pixel_targets(video, c.tubelet, c.patch)
-        pred = model(normalize(video), mask)
-        loss = F.mse_loss(pred, target[mask].reshape(pred.shape))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if i >= 3:
-            times.append(time.perf_counter() - t)
-    return BATCH / statistics.median(times)
+    """Clips/s of tiny-preset training steps on a fixed batch (bench_train's step, fp32)."""
+    args = argparse.Namespace(preset="tiny", batch_size=BATCH, frames=None, size=None, repeats=repeats, warmup=3,
+                              teacher=False, teacher_model=None, precision="fp32")
+    return measure(args, reference=False, device=torch.device("cpu"))["clips_per_s"]
 
 
 def delivery(source, batches: int, workers: int) -> float:

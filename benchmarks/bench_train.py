@@ -26,6 +26,7 @@ from training.masking import masked_count, tube_mask
 from training.models import build_student, count_parameters
 from training.optim import build_optimizer
 from training.targets import normalize, pixel_targets
+from training.trainer import loss_fn
 
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}   # dense bf16 tensor-core peaks
 
@@ -80,8 +81,7 @@ def measure(args, reference: bool, device: torch.device) -> dict:
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
                 with torch.no_grad():
                     target = teacher(video) if teacher is not None else pixel_targets(video, c.tubelet, c.patch)
-                pred = model(normalize(video), mask)
-                loss = F.mse_loss(pred.float(), target[mask].reshape(pred.shape).float())
+                loss = loss_fn(model, normalize(video), target, mask)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
