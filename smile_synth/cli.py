@@ -84,6 +84,15 @@ def generate(n, out, recipe, overrides, seed, frames, size, workers, shard_size,
                f"{m['bytes'] / max(m['clips'], 1) / 1024:.1f} KiB/clip, {state}")
 
 
+def check_picture_args(n: int, *paths: str | None) -> None:
+    """--n is a count of clips; every output picture's folder exists."""
+    if n < 1:
+        raise UserError(f"--n {n} must be >= 1")
+    for p in paths:
+        if p and not Path(p).resolve().parent.is_dir():
+            raise UserError(f"folder of {p} does not exist; create it or choose another path")
+
+
 @cli.command()
 @click.option("--recipe", default=None, help="Render clips of this recipe (name or file).")
 @set_option
@@ -103,11 +112,7 @@ def preview(recipe, overrides, shards, out, n, gif, overlay_masks, seed, frames,
 
     if (recipe is None) == (shards is None):
         raise UserError("give exactly one of --recipe NAME or --shards DIR")
-    if n < 1:
-        raise UserError(f"--n {n} must be >= 1")
-    for p in (out, gif):
-        if p and not Path(p).resolve().parent.is_dir():
-            raise UserError(f"folder of {p} does not exist; create it or choose another path")
+    check_picture_args(n, out, gif)
     if recipe is not None:
         from generators import render_clip
 
@@ -241,10 +246,7 @@ def masks(config_file, settings, n, out, **options) -> None:
 
     from .preview import save_png
 
-    if n < 1:
-        raise UserError(f"--n {n} must be >= 1")
-    if not Path(out).resolve().parent.is_dir():
-        raise UserError(f"folder of {out} does not exist; create it or choose another path")
+    check_picture_args(n, out)
     cfg = pretrain_config(config_file, settings, options, steps=1, target="pixel", progress=False)
     save_png(preview_masks(cfg, n), out)
     click.echo(f"wrote {out} ({n} clips: frames with object tokens, tube mask, tube + trajectory mask)")
