@@ -421,7 +421,7 @@ def _decode_after_seek(container, s, path: Path, table: np.ndarray, needed: np.n
         if attempt and target == 0:
             return None
         container.seek(int(table[target]), stream=s, backward=True, any_frame=False)
-        got, hw, first = [], None, None
+        got, first = [], None
         for frame in _decoded(container, s):
             if frame.pts is None:
                 return None
@@ -432,9 +432,7 @@ def _decode_after_seek(container, s, path: Path, table: np.ndarray, needed: np.n
             if i > needed[len(got)]:
                 break  # a needed frame was skipped: the seek overshot (or frames went missing)
             if i == needed[len(got)]:
-                img = _rgb(frame, hw, short_side, path)
-                hw = img.shape[:2]
-                got.append(img)
+                got.append(_rgb(frame, got[0].shape[:2] if got else None, short_side, path))
                 if len(got) == len(needed):
                     return got
         if first is None or first <= needed[0]:
@@ -446,12 +444,10 @@ def _decode_after_seek(container, s, path: Path, table: np.ndarray, needed: np.n
 def _decode_from_start(container, s, path: Path, key: tuple, needed: np.ndarray, short_side: int | None) -> list:
     """Frames `needed` (sorted, unique) of a freshly opened container, counted from the first frame;
     stops after the last one."""
-    got, hw, n = [], None, 0
+    got, n = [], 0
     for frame in _decoded(container, s):
         if n == needed[len(got)]:
-            img = _rgb(frame, hw, short_side, path)
-            hw = img.shape[:2]
-            got.append(img)
+            got.append(_rgb(frame, got[0].shape[:2] if got else None, short_side, path))
             if len(got) == len(needed):
                 return got
         n += 1

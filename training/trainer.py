@@ -36,7 +36,12 @@ from .data import (
     Source,
 )
 from .masking import MaskSpec, TrajectoryMasker
-from .models import PretrainVideoTransformer, StudentConfig, encoder_state_dict
+from .models import (
+    PretrainVideoTransformer,
+    StudentConfig,
+    encoder_state_dict,
+    student_config,
+)
 from .natural import natural_items
 from .optim import build_optimizer, lr_at, warmup_steps
 from .targets import normalize, pixel_targets, to_unit_video
@@ -92,7 +97,6 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 # ---- setup --------------------------------------------------------------------------------
 
 def student_config_for(cfg: PretrainConfig, target_dim: int) -> StudentConfig:
-    from .models import student_config
     overrides = {k: v for k, v in (("frames", cfg.frames), ("size", cfg.size)) if v is not None}
     return student_config(cfg.preset, drop_path=cfg.drop_path, target_dim=target_dim, **overrides)
 
@@ -237,7 +241,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist) -> dict:
     # targets first: a teacher that cannot be loaded fails before any data work
     probe = student_config_for(cfg, 1)
     targets = Targets(cfg, probe.grid, probe.tubelet, probe.patch, d.device)
-    s = student_config_for(cfg, targets.dim)
+    s = dataclasses.replace(probe, target_dim=targets.dim)
     source = build_source(cfg, s)
     steps = total_steps(cfg, source, d.world)
     torch.manual_seed(cfg.seed)
