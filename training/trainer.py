@@ -39,6 +39,7 @@ from .masking import MaskSpec, TrajectoryMasker
 from .models import (
     PretrainVideoTransformer,
     StudentConfig,
+    count_parameters,
     encoder_state_dict,
     student_config,
 )
@@ -173,7 +174,7 @@ def describe_run(cfg: PretrainConfig, s: StudentConfig, model, steps: int, start
     synthetic = f"rendered from {recipe!r}" if recipe else (cfg.data if cfg.source == "synthetic" else cfg.synthetic_data)
     natural = (cfg.data or "embedded real clips") + (f" + {cfg.overlay!r} objects" if cfg.overlay else "")
     data = {"synthetic": synthetic, "natural": natural, "mixed": f"{synthetic} / {natural}"}[cfg.source]
-    params = sum(p.numel() for p in model.parameters()) / 1e6
+    params = count_parameters(model) / 1e6
     what = f"{cfg.target} target" + (f" ({cfg.teacher})" if cfg.target == "clip" else "")
     return (f"pretrain: {cfg.preset} student ({params:.1f}M params, {s.frames}x{s.size}px) on {cfg.source} clips "
             f"({data}), {what}, {masker.spec.kind} masks ({masker.num_masked}/{s.num_tokens} tokens), "
