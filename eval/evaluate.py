@@ -1,0 +1,189 @@
+"""`smile-synth eval`: a frozen encoder, a probe, a task -> metrics.json.
+
+encoder (checkpoint or random init) -> examples of the task -> cached features -> split by source
+video (given train/test lists, or k folds) -> probe -> top-1 / top-5.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from smile_synth.errors import UserError
+from training.natural import VideoItem, read_video_list
+
+from .features import ExampleSpec, FeatureSet, cached_extract, file_identity
+from .probes import PROBES, probe_scores, topk_accuracy
+from .splits import check_disjoint, group_folds
+from .tasks import CLASS_NAMES, TASKS
+
+DEFAULT_STRIDE = {"labels": 4, "arrow-of-time": 2, "speed": 1}   # speed samples at 1x, 2x, 4x of this
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("SMILE_SYNTH_CACHE") or os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / ("features" if os.environ.get("SMILE_SYNTH_CACHE") else "smile-synth/features")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    data: str
+    checkpoint: str | None = None        # None with random_init = the scratch baseline
+    random_init: bool = False
+    preset: str | None = None            # needed for VideoMAE checkpoints and --random-init
+    test_data: str | None = None         # separate test list; else k-fold by source video
+    task: str = "arrow-of-time"
+    probe: str = "linear"
+    out: str | None = None
+    seed: int = 0                        # folds, the probe's inner CV, the random init
+    folds: int = 5
+    stride: int | None = None            # None = DEFAULT_STRIDE[task]
+    windows: int = 8
+    clips: int = 2
+    crops: int = 3
+    cache_dir: str | None = None         # None = default_cache_dir(); "" disables
+    progress: bool = True
+
+    def validate(self) -> EvalConfig:
+        if self.task not in TASKS:
+            raise UserError(f"--task {self.task!r} is not one of {', '.join(TASKS)}")
+        if self.probe not in PROBES:
+            raise UserError(f"--probe {self.probe!r} is not one of {', '.join(PROBES)}")
+        if (self.checkpoint is None) == (not self.random_init):
+            raise UserError("give --checkpoint PATH or --random-init (with --preset), not both or neither")
+        if self.random_init and self.preset is None:
+            raise UserError("--random-init needs --preset (tiny, small, base or large)")
+        if self.preset is not None:
+            from training.models import PRESETS
+            if self.preset not in PRESETS:
+                raise UserError(f"unknown --preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        for name in ("folds", "windows", "clips", "crops", "stride"):
+            v = getattr(self, name)
+            if v is not None and v < (2 if name == "folds" else 1):
+                raise UserError(f"--{name} {v} must be >= {2 if name == 'folds' else 1}")
+        return self
+
+    @property
+    def sampling_stride(self) -> int:
+        return self.stride or DEFAULT_STRIDE[self.task]
+
+
+# ---------------------------------------------------------------------------------------- encoder
+
+def encoder_source(checkpoint: str | None, preset: str | None, seed: int):
+    """(identity for the feature cache, config, pretraining summary, loader) of a checkpoint or of a
+    random init. The loader builds the encoder (in eval mode) only when features are not cached."""
+    from training.checkpoint import load_encoder
+    from training.models import VideoEncoder, student_config
+
+    if checkpoint is None:
+        cfg = student_config(preset)
+
+        def scratch():
+            torch.manual_seed(seed)
+            return VideoEncoder(cfg).eval()
+        return ["random-init", preset, seed], cfg, {"source": "none (random init)", "steps": 0, "clips_seen": 0}, scratch
+    path = Path(checkpoint)
+    if path.is_dir():
+        path = path / "encoder.pt" if (path / "encoder.pt").is_file() else path / "checkpoint.pt"
+    encoder, cfg, summary = load_encoder(path, preset)   # validates the preset now, with a one-line error
+    return file_identity(path), cfg, summary, lambda: encoder
+
+
+# ------------------------------------------------------------------------------------------ data
+
+def labelled_items(data: str, task: str, what: str = "--data") -> list[VideoItem]:
+    items = read_video_list(data)
+    if task == "labels":
+        missing = sum(it.label is None for it in items)
+        if missing:
+            raise UserError(f"{what} {data}: {missing} of {len(items)} videos have no label; --task labels needs "
+                            "'path label' lines or one subfolder per class (or use --task arrow-of-time / speed)")
+        classes = {it.label for it in items}
+        if len(classes) < 2:
+            raise UserError(f"{what} {data} has {len(classes)} class; --task labels needs at least 2")
+        if min(classes) < 0:
+            raise UserError(f"{what} {data}: labels must be class indices >= 0 (found {min(classes)})")
+    return items
+
+
+def features(cfg: EvalConfig, encoder_id, spec: ExampleSpec, load, data: str, what: str) -> FeatureSet:
+    items = labelled_items(data, cfg.task, what)
+    cache = default_cache_dir() if cfg.cache_dir is None else (Path(cfg.cache_dir) if cfg.cache_dir else None)
+    fs, _ = cached_extract(encoder_id, load, items, spec, cache, cfg.progress)
+    if len(fs.labels) == 0:
+        raise UserError(f"{what} {data}: none of its {len(items)} videos could be used ({len(fs.skipped)} unreadable "
+                        f"or shorter than the {spec.task} task needs); see the warnings above")
+    return fs
+
+
+# ----------------------------------------------------------------------------------------- probing
+
+def probe_metrics(train: FeatureSet, test: FeatureSet | None, task: str, probe: str, seed: int, folds: int) -> dict:
+    """Train and score `probe` on a given split (test set) or on k folds by source video; pooled accuracy."""
+    n_classes = int(max(train.labels.max(), test.labels.max() if test is not None else 0)) + 1
+    if test is not None:
+        scores = probe_scores(probe, train.features, train.labels, test.features, n_classes, train.groups, seed)
+        labels, per_fold = test.labels, [topk_accuracy(scores, test.labels, 1)]
+        n_train, split = len(train.labels), "given train/test lists"
+    else:
+        groups = train.groups
+        if len(set(groups)) < 2:
+            raise UserError(f"all usable clips come from one source video ({groups[0]}); a split by video needs at "
+                            "least 2 (add videos, or give --test-data)")
+        fold = group_folds(groups, train.labels, folds, seed)
+        k = int(fold.max()) + 1
+        scores = np.zeros((len(train.labels), n_classes))
+        per_fold, n_train = [], []
+        for f in range(k):
+            tr, te = fold != f, fold == f
+            check_disjoint(groups, tr, te)
+            scores[te] = probe_scores(probe, train.features[tr], train.labels[tr], train.features[te], n_classes,
+                                      groups[tr], seed)
+            per_fold.append(topk_accuracy(scores[te], train.labels[te], 1))
+            n_train.append(int(tr.sum()))
+        labels, n_train, split = train.labels, int(np.mean(n_train)), f"{k}-fold by source video"
+    counts = np.bincount(labels, minlength=n_classes)
+    return {
+        "task": task, "probe": probe, "seed": seed, "split": split,
+        "top1": topk_accuracy(scores, labels, 1),
+        "top5": topk_accuracy(scores, labels, 5) if n_classes > 5 else None,
+        "chance": float(counts.max() / counts.sum()),
+        "per_fold_top1": per_fold,
+        "classes": list(CLASS_NAMES.get(task, range(n_classes))),
+        "n_train_clips": n_train, "n_test_clips": int(len(labels)),
+        "n_videos": len(set(train.items.tolist())) + (len(set(test.items.tolist())) if test is not None else 0),
+    }
+
+
+def evaluate(cfg: EvalConfig) -> dict:
+    """Run one evaluation; writes OUT/metrics.json when cfg.out is set. Returns the metrics."""
+    cfg = cfg.validate()
+    encoder_id, s, summary, load = encoder_source(cfg.checkpoint, cfg.preset, cfg.seed)
+    spec = ExampleSpec(cfg.task, s.frames, s.size, cfg.sampling_stride, cfg.windows, cfg.clips, cfg.crops)
+    train = features(cfg, encoder_id, spec, load, cfg.data, "--data")
+    test = features(cfg, encoder_id, spec, load, cfg.test_data, "--test-data") if cfg.test_data else None
+    metrics = probe_metrics(train, test, cfg.task, cfg.probe, cfg.seed, cfg.folds)
+    skipped = {**train.skipped, **(test.skipped if test is not None else {})}
+    metrics.update({
+        "skipped_videos": len(skipped), "skipped": skipped,
+        "encoder": {"checkpoint": cfg.checkpoint, "random_init": cfg.random_init, "frames": s.frames,
+                    "size": s.size, "dim": s.dim, "depth": s.depth, "pretraining": summary},
+        "config": asdict(cfg),
+    })
+    if cfg.out:
+        from smile_synth.shards import write_json_atomic
+        out = Path(cfg.out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "metrics.json", metrics)
+    return metrics
+
+
+def summary_line(m: dict) -> str:
+    top5 = f", top-5 {100 * m['top5']:.1f}%" if m.get("top5") is not None else ""
+    skipped = f"; {m['skipped_videos']} videos skipped" if m.get("skipped_videos") else ""
+    return (f"{m['task']} / {m['probe']}: top-1 {100 * m['top1']:.1f}%{top5} (chance {100 * m['chance']:.1f}%) "
+            f"on {m['n_test_clips']} test clips from {m['n_videos']} videos, {m['split']}, seed {m['seed']}{skipped}")

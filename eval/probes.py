@@ -1,0 +1,95 @@
+"""Probes on frozen features: they score (N_test, n_classes) and report top-1 / top-5.
+
+- ``linear``: logistic regression on standardized features; its L2 strength is picked from C_GRID by
+  cross-validation over source groups inside the training set (never looking at the test set).
+- ``knn``: cosine similarity to every training feature, the k nearest vote with weight exp(sim / T)
+  (the weighted kNN of InstDisc/DINO), k = 20, T = 0.07.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from .splits import group_folds
+
+PROBES = ("linear", "knn")
+C_GRID = (0.01, 0.1, 1.0, 10.0)
+KNN_K = 20
+KNN_T = 0.07
+
+
+def topk_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Share of rows whose label is among their k highest scores; ties count against the label."""
+    if len(labels) == 0:
+        return float("nan")
+    own = scores[np.arange(len(labels)), labels]
+    better = (scores > own[:, None]).sum(1)
+    ties = (scores == own[:, None]).sum(1) - 1
+    return float(np.mean(better + ties < k))
+
+
+def _standardize(train: np.ndarray, *others: np.ndarray):
+    mean, std = train.mean(0), train.std(0) + 1e-6
+    return [(x - mean) / std for x in (train, *others)]
+
+
+def _logistic(x: np.ndarray, y: np.ndarray, C: float, n_classes: int):
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return LogisticRegression(C=C, max_iter=2000).fit(x, y)
+
+
+def _class_scores(model, x: np.ndarray, n_classes: int) -> np.ndarray:
+    """(N, n_classes) decision scores, with -inf for classes absent from training."""
+    scores = np.full((len(x), n_classes), -np.inf)
+    raw = model.decision_function(x)
+    if raw.ndim == 1:  # binary: one column, positive = classes_[1]
+        raw = np.stack([-raw, raw], 1) / 2
+    scores[:, model.classes_] = raw
+    return scores
+
+
+def linear_scores(train_x, train_y, test_x, n_classes: int, train_groups=None, seed: int = 0) -> tuple[np.ndarray, float]:
+    """Logistic-regression scores (N_test, n_classes) and the C chosen by inner group cross-validation."""
+    train_x, test_x = _standardize(train_x, test_x)
+    C = C_GRID[len(C_GRID) // 2]
+    if train_groups is not None and len(set(train_groups)) >= 3 and len(set(train_y)) > 1:
+        folds = group_folds(np.asarray(train_groups), train_y, 3, seed)
+        best = -1.0
+        for c in C_GRID:
+            acc = []
+            for f in range(folds.max() + 1):
+                tr, va = folds != f, folds == f
+                if len(set(train_y[tr])) < 2:
+                    continue
+                m = _logistic(train_x[tr], train_y[tr], c, n_classes)
+                acc.append(topk_accuracy(_class_scores(m, train_x[va], n_classes), train_y[va], 1))
+            if acc and np.mean(acc) > best + 1e-9:
+                best, C = float(np.mean(acc)), c
+    model = _logistic(train_x, train_y, C, n_classes)
+    return _class_scores(model, test_x, n_classes), C
+
+
+def knn_scores(train_x, train_y, test_x, n_classes: int, k: int = KNN_K, t: float = KNN_T) -> np.ndarray:
+    """Weighted-kNN class scores (N_test, n_classes) from cosine similarity."""
+    def unit(x):
+        return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)
+    sim = unit(test_x) @ unit(train_x).T                                   # (N_test, N_train)
+    k = min(k, len(train_y))
+    nearest = np.argpartition(-sim, k - 1, axis=1)[:, :k]                  # (N_test, k)
+    weights = np.exp(np.take_along_axis(sim, nearest, 1) / t)
+    scores = np.zeros((len(test_x), n_classes))
+    np.add.at(scores, (np.repeat(np.arange(len(test_x)), k), train_y[nearest].ravel()), weights.ravel())
+    return scores
+
+
+def probe_scores(probe: str, train_x, train_y, test_x, n_classes: int, train_groups=None, seed: int = 0) -> np.ndarray:
+    """(N_test, n_classes) scores of `probe` trained on (train_x, train_y)."""
+    if probe == "linear":
+        return linear_scores(train_x, train_y, test_x, n_classes, train_groups, seed)[0]
+    if probe == "knn":
+        return knn_scores(train_x, train_y, test_x, n_classes)
+    raise ValueError(f"unknown probe {probe!r}")
