@@ -73,19 +73,20 @@ class EvalConfig:
 
 # ---------------------------------------------------------------------------------------- encoder
 
-def encoder_source(checkpoint: str | None, preset: str | None, seed: int):
+def encoder_source(checkpoint: str | None, preset: str | None, seed: int, like=None):
     """(identity for the feature cache, config, pretraining summary, loader) of a checkpoint or of a
-    random init. The loader builds the encoder (in eval mode) only when features are not cached."""
+    random init (of `preset`, or of the StudentConfig `like`: scratch with a run's geometry). The
+    loader builds the encoder (in eval mode) only when features are not cached."""
     from training.checkpoint import load_encoder
     from training.models import VideoEncoder, student_config
 
     if checkpoint is None:
-        cfg = student_config(preset)
+        cfg = like if like is not None else student_config(preset)
 
         def scratch():
             torch.manual_seed(seed)
             return VideoEncoder(cfg).eval()
-        return ["random-init", preset, seed], cfg, {"source": "none (random init)", "steps": 0, "clips_seen": 0}, scratch
+        return ["random-init", asdict(cfg), seed], cfg, {"source": "none (random init)", "steps": 0, "clips_seen": 0}, scratch
     path = Path(checkpoint)
     if path.is_dir():
         path = path / "encoder.pt" if (path / "encoder.pt").is_file() else path / "checkpoint.pt"

@@ -252,6 +252,77 @@ def masks(config_file, settings, n, out, **options) -> None:
     click.echo(f"wrote {out} ({n} clips: frames with object tokens, tube mask, tube + trajectory mask)")
 
 
+def probe_options(f):
+    """How examples are drawn and features pooled (shared by `eval` and `compare`)."""
+    options = [
+        click.option("--test-data", default=None, help="Separate test list/folder [default: k folds by source video]."),
+        click.option("--folds", type=int, default=5, show_default=True, help="Folds by source video when there is no --test-data."),
+        click.option("--windows", type=int, default=8, show_default=True, help="Motion tasks: window positions per video."),
+        click.option("--clips", type=int, default=2, show_default=True, help="Labels task: temporal clips per video, averaged."),
+        click.option("--crops", type=int, default=3, show_default=True, help="Spatial crops per clip, averaged."),
+        click.option("--cache-dir", default=None,
+                     help="Feature cache [$SMILE_SYNTH_CACHE or ~/.cache/smile-synth/features]; '' disables."),
+        click.option("--quiet", is_flag=True, help="No progress output."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+TASK_CHOICE = click.Choice(["labels", "arrow-of-time", "speed"])
+PROBE_CHOICE = click.Choice(["linear", "knn"])
+
+
+@cli.command("eval")
+@click.option("--checkpoint", default=None, help="encoder.pt, checkpoint.pt, a run folder, or a VideoMAE/SMILE checkpoint.")
+@click.option("--random-init", is_flag=True, help="No weights: the scratch baseline of --preset.")
+@click.option("--preset", default=None, help="tiny, small, base or large (needed for --random-init and VideoMAE files).")
+@click.option("--data", required=True, help="Video list ('path label' per line) or folder (one subfolder per class).")
+@click.option("--task", type=TASK_CHOICE, default="labels", show_default=True)
+@click.option("--probe", type=PROBE_CHOICE, default="linear", show_default=True)
+@click.option("--out", required=True, help="Folder for metrics.json.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Folds, the probe, and the random init.")
+@click.option("--stride", type=int, default=None, help="Frame stride [labels 4, arrow-of-time 2, speed 1 (x1, x2, x4)].")
+@probe_options
+def evaluate(checkpoint, random_init, preset, data, task, probe, out, seed, stride, test_data, folds, windows, clips,
+             crops, cache_dir, quiet) -> None:
+    """Probe a frozen encoder: class labels, arrow of time or playback speed; writes OUT/metrics.json."""
+    from eval.evaluate import EvalConfig, evaluate as run, summary_line
+
+    m = run(EvalConfig(data=data, test_data=test_data, checkpoint=checkpoint, random_init=random_init, preset=preset,
+                       task=task, probe=probe, out=out, seed=seed, folds=folds, stride=stride, windows=windows,
+                       clips=clips, crops=crops, cache_dir=cache_dir, progress=not quiet))
+    click.echo(f"{summary_line(m)} -> {Path(out) / 'metrics.json'}")
+
+
+@cli.command()
+@click.option("--run", "runs", multiple=True, metavar="NAME=PATH",
+              help="A pretraining output folder or checkpoint (repeatable; a name given k times = k seed replicates).")
+@click.option("--scratch", is_flag=True, help="Add the random-init baseline (same geometry as the runs).")
+@click.option("--data", default=None, help="Videos to evaluate on [none and no --run: the embedded default study].")
+@click.option("--task", "tasks", type=TASK_CHOICE, multiple=True, help="Repeatable [arrow-of-time and speed].")
+@click.option("--probe", "probes", type=PROBE_CHOICE, multiple=True, help="Repeatable [linear and knn].")
+@click.option("--seeds", type=int, default=3, show_default=True)
+@click.option("--preset", default=None, help="Scratch's preset when no --run gives one.")
+@click.option("--steps", type=int, default=600, show_default=True, help="Embedded default: pretraining steps per run.")
+@click.option("--out", required=True, help="Folder for report.md, report.csv, report.png.")
+@probe_options
+def compare(runs, scratch, data, tasks, probes, seeds, preset, steps, out, test_data, folds, windows, clips, crops,
+            cache_dir, quiet) -> None:
+    """Pretrained encoders (and scratch) side by side over seeds; with no --run/--data, the embedded study."""
+    from eval.compare import CompareConfig, compare as run, parse_run
+
+    cfg = CompareConfig(runs=tuple(parse_run(r) for r in runs), scratch=scratch, data=data, test_data=test_data,
+                        seeds=seeds, preset=preset, steps=steps, out=out, folds=folds, windows=windows, clips=clips,
+                        crops=crops, cache_dir=cache_dir if cache_dir is not None else (str(Path(out) / "features")
+                                                                                       if not runs and not data else None),
+                        progress=not quiet, **({"tasks": tasks} if tasks else {}), **({"probes": probes} if probes else {}))
+    folder = run(cfg)
+    click.echo(f"wrote {folder / 'report.md'}, report.csv and report.png")
+    if not quiet:
+        click.echo((folder / "report.md").read_text())
+
+
 def main() -> None:
     cli(prog_name="smile-synth")
 

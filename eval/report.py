@@ -1,0 +1,109 @@
+"""The comparison report: report.csv, report.md and report.png from per-seed metrics.
+
+Input rows: one dict per (run, seed, task, probe) with "run", "seed", "task", "probe", "top1", "chance";
+runs: name -> what the model saw in pretraining.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+from smile_synth.atomic import replacing
+
+
+def column(task: str, probe: str) -> str:
+    return f"{task}/{probe}"
+
+
+def aggregate(rows: list[dict]) -> dict[tuple[str, str], dict]:
+    """(run, column) -> {"mean", "std", "n", "values", "chance"} of top-1 over seeds (std with ddof=1)."""
+    cells: dict[tuple[str, str], dict] = {}
+    for r in rows:
+        c = cells.setdefault((r["run"], column(r["task"], r["probe"])), {"values": [], "chance": r["chance"]})
+        c["values"].append(r["top1"])
+    for c in cells.values():
+        v = np.asarray(c["values"], float)
+        c.update(mean=float(v.mean()), std=float(v.std(ddof=1)) if len(v) > 1 else 0.0, n=len(v))
+    return cells
+
+
+def _order(rows: list[dict]) -> tuple[list[str], list[str]]:
+    runs = list(dict.fromkeys(r["run"] for r in rows))
+    cols = list(dict.fromkeys(column(r["task"], r["probe"]) for r in rows))
+    return runs, cols
+
+
+def saw(info: dict) -> str:
+    """What a model saw in pretraining, in a few words."""
+    if not info or info.get("steps", 0) == 0:
+        return "nothing (random init)"
+    what = info.get("recipe") or info.get("data") or info.get("source", "?")
+    if info.get("source") == "natural" and info.get("overlay"):
+        what = f"{what} + {info['overlay']} objects"
+    return f"{info.get('source', '?')}: {what}, {info.get('clips_seen', '?')} clips / {info.get('steps', '?')} steps"
+
+
+def write_csv(rows: list[dict], runs_info: dict[str, dict], path: Path) -> None:
+    runs, cols = _order(rows)
+    cells = aggregate(rows)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["run", "source", "recipe", "data", "steps", "clips_seen", "replicates"]
+               + [f"{c} {k}" for c in cols for k in ("mean", "std", "n")])
+    for run in runs:
+        info = runs_info.get(run, {})
+        w.writerow([run, info.get("source", "none"), info.get("recipe") or "", info.get("data") or "",
+                    info.get("steps", 0), info.get("clips_seen", 0), info.get("replicates", 1)]
+                   + [f"{cells[run, c][k]:.4f}" if k != "n" else cells[run, c][k] if (run, c) in cells else ""
+                      for c in cols for k in ("mean", "std", "n")])
+    with replacing(path) as tmp:
+        tmp.write_text(buf.getvalue())
+
+
+def markdown(rows: list[dict], runs_info: dict[str, dict], title: str, notes: list[str]) -> str:
+    runs, cols = _order(rows)
+    cells = aggregate(rows)
+    chance = {c: cells[runs[0], c]["chance"] for c in cols if (runs[0], c) in cells}
+    lines = [f"# {title}", "", *notes, "",
+             "Top-1 accuracy (%), mean ± std over seeds (n = number of seeds).", "",
+             "| run | pretraining saw | " + " | ".join(cols) + " |",
+             "|---|---|" + "---:|" * len(cols)]
+    for run in runs:
+        vals = [f"{100 * cells[run, c]['mean']:.1f} ± {100 * cells[run, c]['std']:.1f} (n={cells[run, c]['n']})"
+                if (run, c) in cells else "" for c in cols]
+        lines.append(f"| {run} | {saw(runs_info.get(run, {}))} | " + " | ".join(vals) + " |")
+    lines.append("| chance | | " + " | ".join(f"{100 * chance.get(c, float('nan')):.1f}" for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def bar_chart(rows: list[dict], path: Path, title: str = "") -> None:
+    """Grouped bars: one group per task/probe, one bar per run, error bars = std over seeds, chance dashed."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs, cols = _order(rows)
+    cells = aggregate(rows)
+    width = 0.8 / len(runs)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(cols) * max(1, len(runs) / 3)), 3.6), dpi=120)
+    x = np.arange(len(cols))
+    for i, run in enumerate(runs):
+        mean = [100 * cells[run, c]["mean"] if (run, c) in cells else np.nan for c in cols]
+        std = [100 * cells[run, c]["std"] if (run, c) in cells else 0 for c in cols]
+        ax.bar(x - 0.4 + width * (i + 0.5), mean, width, yerr=std, capsize=3, label=run)
+    for j, c in enumerate(cols):
+        ch = cells[runs[0], c]["chance"] * 100
+        ax.hlines(ch, j - 0.45, j + 0.45, colors="k", linestyles="dashed", lw=1, label="chance" if j == 0 else None)
+    ax.set_xticks(x, cols, fontsize=8)
+    ax.set_ylabel("top-1 (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, ncol=min(4, len(runs) + 1), loc="upper right")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    with replacing(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
