@@ -60,8 +60,10 @@ class CompareConfig:
                 raise UserError(f"--probe {p!r} is not one of {', '.join(PROBES)}")
         if self.seeds < 1:
             raise UserError(f"--seeds {self.seeds} must be >= 1")
-        if self.steps < 1:
-            raise UserError(f"--steps {self.steps} must be >= 1")
+        for name in ("steps", "folds", "windows", "clips", "crops"):
+            v = getattr(self, name)
+            if v < (2 if name == "folds" else 1):
+                raise UserError(f"--{name} {v} must be >= {2 if name == 'folds' else 1}")
         if self.runs and self.data is None:
             raise UserError("--run needs --data (a labelled list or folder of videos to evaluate on)")
         if not self.runs and self.scratch and self.preset is None and self.data is not None:
@@ -190,12 +192,12 @@ def embedded_experiment(cfg: CompareConfig) -> Path:
     rows, info = evaluate_runs(run_cfg)
     minutes = (time.time() - t0) / 60
     notes = [
-        "**Smoke-scale study.** Tiny models (8 frames, 112 px, 4 blocks) pretrained for "
+        ("**Smoke-scale study.** Tiny models (8 frames, 112 px, 4 blocks) pretrained for "
         f"{cfg.steps} steps of batch {base.get('batch_size', 8)} with pixel targets (no CLIP weights offline), "
         f"one pretraining run per seed; {cfg.seeds} seeds. Evaluated on the held-out later part of the "
         "embedded real clips (3 scenes: bikes, carphone, city; natural pretraining saw only their earlier "
         "part), leave-one-scene-out folds. With 3 scenes the numbers are indicative at best: see the "
-        "README for the same comparison at scale.",
+        "README for the same comparison at scale."),
         f"Wall time: {minutes:.1f} min ({t_pretrain / 60:.1f} min pretraining).",
     ]
     path = write_report(run_cfg, rows, info, "smile-synth compare: embedded smoke-scale study", notes)

@@ -131,6 +131,8 @@ def probe_metrics(train: FeatureSet, test: FeatureSet | None, task: str, probe: 
         labels, per_fold = test.labels, [topk_accuracy(scores, test.labels, 1)]
         n_train, split = len(train.labels), "given train/test lists"
     else:
+        if folds < 2:
+            raise UserError(f"--folds {folds} must be >= 2 (or give --test-data)")
         groups = train.groups
         if len(set(groups)) < 2:
             raise UserError(f"all usable clips come from one source video ({groups[0]}); a split by video needs at "
@@ -155,7 +157,7 @@ def probe_metrics(train: FeatureSet, test: FeatureSet | None, task: str, probe: 
         "chance": float(counts.max() / counts.sum()),
         "per_fold_top1": per_fold,
         "classes": list(CLASS_NAMES.get(task, range(n_classes))),
-        "n_train_clips": n_train, "n_test_clips": int(len(labels)),
+        "n_train_clips": n_train, "n_test_clips": len(labels),
         "n_videos": len(set(train.items.tolist())) + (len(set(test.items.tolist())) if test is not None else 0),
     }
 

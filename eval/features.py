@@ -36,6 +36,13 @@ class ExampleSpec:
     clips: int = 2        # labels task: temporal clips per video
     crops: int = 3
 
+    def __post_init__(self):
+        from smile_synth.errors import UserError
+        for name in ("frames", "size", "stride", "windows", "clips", "crops"):
+            v = getattr(self, name)
+            if v < 1:
+                raise UserError(f"--{name} {v} must be >= 1")
+
 
 @dataclass
 class FeatureSet:
@@ -54,7 +61,7 @@ class FeatureSet:
 
 def spatial_crops(frames: np.ndarray, size: int, n: int) -> np.ndarray:
     """uint8 (T, H, W, 3) -> (n, T, size, size, 3): short side resized to `size`, n crops along the long side."""
-    T, H, W, _ = frames.shape
+    _T, H, W, _ = frames.shape
     scale = size / min(H, W)
     h, w = max(size, round(H * scale)), max(size, round(W * scale))
     if (h, w) != (H, W):
@@ -147,10 +154,9 @@ def cache_key(encoder_id: list, items: list[VideoItem], spec: ExampleSpec) -> st
 
 
 def save_features(fs: FeatureSet, path: Path) -> None:
-    with replacing(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, features=fs.features, labels=fs.labels, items=fs.items,
-                     meta=np.array(json.dumps({"paths": fs.paths, "skipped": fs.skipped})))
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, features=fs.features, labels=fs.labels, items=fs.items,
+                 meta=np.array(json.dumps({"paths": fs.paths, "skipped": fs.skipped})))
 
 
 def load_features(path: Path) -> FeatureSet | None:

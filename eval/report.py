@@ -30,6 +30,14 @@ def aggregate(rows: list[dict]) -> dict[tuple[str, str], dict]:
     return cells
 
 
+def _chance(cells: dict, cols: list[str]) -> dict[str, float]:
+    """column -> chance level (the same for every run evaluated on that column)."""
+    out: dict[str, float] = {}
+    for (_run, c), cell in cells.items():
+        out.setdefault(c, cell["chance"])
+    return {c: out[c] for c in cols if c in out}
+
+
 def _order(rows: list[dict]) -> tuple[list[str], list[str]]:
     runs = list(dict.fromkeys(r["run"] for r in rows))
     cols = list(dict.fromkeys(column(r["task"], r["probe"]) for r in rows))
@@ -38,7 +46,9 @@ def _order(rows: list[dict]) -> tuple[list[str], list[str]]:
 
 def saw(info: dict) -> str:
     """What a model saw in pretraining, in a few words."""
-    if not info or info.get("steps", 0) == 0:
+    if "steps" not in info:
+        return "unknown (the checkpoint has no pretraining summary)"
+    if info["steps"] == 0:
         return "nothing (random init)"
     what = info.get("recipe") or info.get("data") or info.get("source", "?")
     if info.get("source") == "natural" and info.get("overlay"):
@@ -55,9 +65,9 @@ def write_csv(rows: list[dict], runs_info: dict[str, dict], path: Path) -> None:
                + [f"{c} {k}" for c in cols for k in ("mean", "std", "n")])
     for run in runs:
         info = runs_info.get(run, {})
-        w.writerow([run, info.get("source", "none"), info.get("recipe") or "", info.get("data") or "",
-                    info.get("steps", 0), info.get("clips_seen", 0), info.get("replicates", 1)]
-                   + [f"{cells[run, c][k]:.4f}" if k != "n" else cells[run, c][k] if (run, c) in cells else ""
+        w.writerow([run, info.get("source", "unknown"), info.get("recipe") or "", info.get("data") or "",
+                    info.get("steps", ""), info.get("clips_seen", ""), info.get("replicates", 1)]
+                   + ["" if (run, c) not in cells else cells[run, c][k] if k == "n" else f"{cells[run, c][k]:.4f}"
                       for c in cols for k in ("mean", "std", "n")])
     with replacing(path) as tmp:
         tmp.write_text(buf.getvalue())
@@ -66,7 +76,7 @@ def write_csv(rows: list[dict], runs_info: dict[str, dict], path: Path) -> None:
 def markdown(rows: list[dict], runs_info: dict[str, dict], title: str, notes: list[str]) -> str:
     runs, cols = _order(rows)
     cells = aggregate(rows)
-    chance = {c: cells[runs[0], c]["chance"] for c in cols if (runs[0], c) in cells}
+    chance = _chance(cells, cols)
     lines = [f"# {title}", "", *notes, "",
              "Top-1 accuracy (%), mean ± std over seeds (n = number of seeds).", "",
              "| run | pretraining saw | " + " | ".join(cols) + " |",
@@ -94,8 +104,9 @@ def bar_chart(rows: list[dict], path: Path, title: str = "") -> None:
         mean = [100 * cells[run, c]["mean"] if (run, c) in cells else np.nan for c in cols]
         std = [100 * cells[run, c]["std"] if (run, c) in cells else 0 for c in cols]
         ax.bar(x - 0.4 + width * (i + 0.5), mean, width, yerr=std, capsize=3, label=run)
+    chance = _chance(cells, cols)
     for j, c in enumerate(cols):
-        ch = cells[runs[0], c]["chance"] * 100
+        ch = chance[c] * 100
         ax.hlines(ch, j - 0.45, j + 0.45, colors="k", linestyles="dashed", lw=1, label="chance" if j == 0 else None)
     ax.set_xticks(x, cols, fontsize=8)
     ax.set_ylabel("top-1 (%)")

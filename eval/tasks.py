@@ -6,8 +6,8 @@ An example is one video item, a label and one or more temporal clips (frame-inde
 - ``labels``: the list's class labels; clips are `n_clips` windows spread evenly over the video
   (VideoMAE's test-time sampling).
 - ``arrow-of-time``: every window gives two examples, played forward (label 0) and reversed (label 1).
-- ``speed``: every window position gives three examples sampled at stride 1, 2 and 4 (labels 0, 1, 2),
-  centred on the same frame so that the three see the same moment.
+- ``speed``: every window position gives three examples sampled at 1x, 2x and 4x the stride (labels 0,
+  1, 2), centred on the same frame so that the three see the same moment.
 
 Motion tasks need no labels, and every window contributes every label, so within one video the
 labels are balanced: the scenery of a video says nothing about its examples' labels.
@@ -71,7 +71,7 @@ def speed_examples(item: int, length: int, frames: int, windows: int, speeds: tu
     for s in window_starts(length, widest, windows):
         centre = s + (widest - 1) / 2
         for label, stride in enumerate(speeds):
-            start = int(round(centre - (span(frames, stride) - 1) / 2))
+            start = round(centre - (span(frames, stride) - 1) / 2)
             out.append(Example(item, label, (start + stride * np.arange(frames),)))
     return out
 
@@ -84,10 +84,10 @@ def task_examples(task: str, item: int, length: int, label: int | None, frames: 
     if task == "arrow-of-time":
         return arrow_of_time_examples(item, length, frames, stride, windows)
     if task == "speed":
-        return speed_examples(item, length, frames, windows)
+        return speed_examples(item, length, frames, windows, tuple(stride * s for s in SPEEDS))
     raise ValueError(f"unknown task {task!r}")
 
 
 def min_length(task: str, frames: int, stride: int) -> int:
     """The shortest video `task` can use."""
-    return {"labels": frames, "arrow-of-time": span(frames, stride), "speed": span(frames, max(SPEEDS))}[task]
+    return {"labels": frames, "arrow-of-time": span(frames, stride), "speed": span(frames, stride * max(SPEEDS))}[task]

@@ -287,7 +287,8 @@ PROBE_CHOICE = click.Choice(["linear", "knn"])
 def evaluate(checkpoint, random_init, preset, data, task, probe, out, seed, stride, test_data, folds, windows, clips,
              crops, cache_dir, quiet) -> None:
     """Probe a frozen encoder: class labels, arrow of time or playback speed; writes OUT/metrics.json."""
-    from eval.evaluate import EvalConfig, evaluate as run, summary_line
+    from eval.evaluate import EvalConfig, summary_line
+    from eval.evaluate import evaluate as run
 
     m = run(EvalConfig(data=data, test_data=test_data, checkpoint=checkpoint, random_init=random_init, preset=preset,
                        task=task, probe=probe, out=out, seed=seed, folds=folds, stride=stride, windows=windows,
@@ -310,7 +311,8 @@ def evaluate(checkpoint, random_init, preset, data, task, probe, out, seed, stri
 def compare(runs, scratch, data, tasks, probes, seeds, preset, steps, out, test_data, folds, windows, clips, crops,
             cache_dir, quiet) -> None:
     """Pretrained encoders (and scratch) side by side over seeds; with no --run/--data, the embedded study."""
-    from eval.compare import CompareConfig, compare as run, parse_run
+    from eval.compare import CompareConfig, parse_run
+    from eval.compare import compare as run
 
     cfg = CompareConfig(runs=tuple(parse_run(r) for r in runs), scratch=scratch, data=data, test_data=test_data,
                         seeds=seeds, preset=preset, steps=steps, out=out, folds=folds, windows=windows, clips=clips,
