@@ -33,16 +33,15 @@ def embedded_recordings() -> list[Path]:
 def write_video(frames: np.ndarray, path: Path, fps: int = 25) -> None:
     """uint8 (T, H, W, 3) RGB -> an H.264 .mp4 (near-lossless), written atomically."""
     T, H, W, _ = frames.shape
-    with replacing(path) as tmp:
-        with av.open(str(tmp), "w", format="mp4") as c:
-            s = c.add_stream("libx264", rate=fps)
-            s.width, s.height, s.pix_fmt = W - W % 2, H - H % 2, "yuv444p"
-            s.time_base = Fraction(1, fps)
-            s.options = {"crf": "10", "preset": "fast"}
-            for t in range(T):
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[t, :s.height, :s.width]), format="rgb24")
-                c.mux(s.encode(frame))
-            c.mux(s.encode(None))
+    with replacing(path) as tmp, av.open(str(tmp), "w", format="mp4") as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.width, s.height, s.pix_fmt = W - W % 2, H - H % 2, "yuv444p"   # even sides for the encoder
+        s.time_base = Fraction(1, fps)
+        s.options = {"crf": "10", "preset": "fast"}
+        for t in range(T):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[t, :s.height, :s.width]), format="rgb24")
+            c.mux(s.encode(frame))
+        c.mux(s.encode(None))
 
 
 def prepare_embedded_data(root: str | Path) -> tuple[Path, Path]:

@@ -19,14 +19,27 @@ import eval.evaluate as E
 import eval.features as F
 from eval.compare import CompareConfig, compare
 from eval.evaluate import EvalConfig, evaluate, probe_metrics
-from eval.features import ExampleSpec, FeatureSet, cached_extract, item_views, spatial_crops
+from eval.features import (
+    ExampleSpec,
+    FeatureSet,
+    cached_extract,
+    item_views,
+    spatial_crops,
+)
 from eval.probes import knn_scores, probe_scores, topk_accuracy
 from eval.splits import check_disjoint, group_folds, source_group
-from eval.tasks import SPEEDS, arrow_of_time_examples, min_length, span, speed_examples, task_examples
+from eval.tasks import (
+    SPEEDS,
+    arrow_of_time_examples,
+    min_length,
+    span,
+    speed_examples,
+    task_examples,
+)
 from smile_synth.errors import UserError
 from training.natural import VideoItem, decode_frames
 
-FAST = dict(windows=2, crops=1, progress=False)   # motion tasks: 2 windows x (forward, reversed), 1 crop
+FAST = {"windows": 2, "crops": 1, "progress": False}   # motion tasks: 2 windows x (forward, reversed), 1 crop
 
 
 # ----------------------------------------------------------------------------------------- fixtures
