@@ -9,18 +9,23 @@ evaluated on embedded real clips held out from all pretraining.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import click
 
+from smile_synth.atomic import replacing
 from smile_synth.errors import UserError
 from smile_synth.shards import write_json_atomic
 
-from .evaluate import EvalConfig, encoder_source, features, probe_metrics
-from .features import ExampleSpec
+from .evaluate import (
+    EvalConfig,
+    check_counts,
+    encoder_source,
+    probe_metrics,
+    split_features,
+)
 from .probes import PROBES
 from .report import bar_chart, markdown, write_csv
 from .tasks import TASKS
@@ -60,10 +65,7 @@ class CompareConfig:
                 raise UserError(f"--probe {p!r} is not one of {', '.join(PROBES)}")
         if self.seeds < 1:
             raise UserError(f"--seeds {self.seeds} must be >= 1")
-        for name in ("steps", "folds", "windows", "clips", "crops"):
-            v = getattr(self, name)
-            if v < (2 if name == "folds" else 1):
-                raise UserError(f"--{name} {v} must be >= {2 if name == 'folds' else 1}")
+        check_counts(self, ("steps", "folds", "windows", "clips", "crops"))
         if self.runs and self.data is None:
             raise UserError("--run needs --data (a labelled list or folder of videos to evaluate on)")
         if not self.runs and self.scratch and self.preset is None and self.data is not None:
@@ -103,21 +105,20 @@ def _echo(cfg: CompareConfig, text: str) -> None:
 def evaluate_runs(cfg: CompareConfig) -> tuple[list[dict], dict[str, dict]]:
     """Per (run, seed, task, probe) metrics rows, and what each run saw in pretraining."""
     reps = _replicates(cfg)
-    first = next((p for ps in reps.values() for p in ps if p is not None), None)
-    geometry = encoder_source(first, cfg.preset, 0)[1] if first else None
+    loaded = {p: encoder_source(p, cfg.preset, 0) for ps in reps.values() for p in ps if p is not None}  # once each
+    geometry = next(iter(loaded.values()))[1] if loaded else None
     rows, info = [], {}
     for name, paths in reps.items():
         for seed in range(cfg.seeds):
             path = paths[seed % len(paths)]
-            eid, s, summary, load = encoder_source(path, cfg.preset, seed, like=geometry)
+            eid, s, summary, load = loaded[path] if path is not None else \
+                encoder_source(None, cfg.preset, seed, like=geometry)
             info.setdefault(name, {**summary, "replicates": len(paths), "paths": [str(p) for p in paths]})
             for task in cfg.tasks:
                 ecfg = EvalConfig(data=cfg.data, test_data=cfg.test_data, checkpoint=path, random_init=path is None,
                                   preset=cfg.preset, task=task, seed=seed, folds=cfg.folds, windows=cfg.windows,
                                   clips=cfg.clips, crops=cfg.crops, cache_dir=cfg.cache_dir, progress=cfg.progress)
-                spec = ExampleSpec(task, s.frames, s.size, ecfg.sampling_stride, cfg.windows, cfg.clips, cfg.crops)
-                train = features(ecfg, eid, spec, load, cfg.data, "--data")
-                test = features(ecfg, eid, spec, load, cfg.test_data, "--test-data") if cfg.test_data else None
+                train, test = split_features(ecfg, eid, s, load)
                 for probe in cfg.probes:
                     m = probe_metrics(train, test, task, probe, seed, cfg.folds)
                     m.update(run=name, path=str(path) if path else None,
@@ -132,10 +133,8 @@ def write_report(cfg: CompareConfig, rows: list[dict], info: dict, title: str, n
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "results.json", {"rows": rows, "runs": info, "config": asdict(cfg)})
     write_csv(rows, info, out / "report.csv")
-    text = markdown(rows, info, title, notes)
-    from smile_synth.atomic import replacing
     with replacing(out / "report.md") as tmp:
-        tmp.write_text(text)
+        tmp.write_text(markdown(rows, info, title, notes))
     bar_chart(rows, out / "report.png", title)
     return out
 
@@ -203,7 +202,3 @@ def embedded_experiment(cfg: CompareConfig) -> Path:
     path = write_report(run_cfg, rows, info, "smile-synth compare: embedded smoke-scale study", notes)
     write_json_atomic(out / "timing.json", {"minutes": minutes, "pretrain_minutes": t_pretrain / 60})
     return path
-
-
-def load_rows(out: str | Path) -> list[dict]:
-    return json.loads((Path(out) / "results.json").read_text())["rows"]

@@ -28,6 +28,14 @@ def default_cache_dir() -> Path:
     return Path(root) / ("features" if os.environ.get("SMILE_SYNTH_CACHE") else "smile-synth/features")
 
 
+def check_counts(cfg, names: tuple[str, ...]) -> None:
+    """One-line UserError for a count option below its minimum (2 for folds, else 1); None is unset."""
+    for name in names:
+        v, least = getattr(cfg, name), 2 if name == "folds" else 1
+        if v is not None and v < least:
+            raise UserError(f"--{name} {v} must be >= {least}")
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     data: str
@@ -60,10 +68,7 @@ class EvalConfig:
             from training.models import PRESETS
             if self.preset not in PRESETS:
                 raise UserError(f"unknown --preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
-        for name in ("folds", "windows", "clips", "crops", "stride"):
-            v = getattr(self, name)
-            if v is not None and v < (2 if name == "folds" else 1):
-                raise UserError(f"--{name} {v} must be >= {2 if name == 'folds' else 1}")
+        check_counts(self, ("folds", "windows", "clips", "crops", "stride"))
         return self
 
     @property
@@ -123,6 +128,14 @@ def features(cfg: EvalConfig, encoder_id, spec: ExampleSpec, load, data: str, wh
 
 # ----------------------------------------------------------------------------------------- probing
 
+def split_features(cfg: EvalConfig, encoder_id, s, load) -> tuple[FeatureSet, FeatureSet | None]:
+    """Features of --data and (if given) --test-data for cfg.task, with the encoder geometry `s`."""
+    spec = ExampleSpec(cfg.task, s.frames, s.size, cfg.sampling_stride, cfg.windows, cfg.clips, cfg.crops)
+    train = features(cfg, encoder_id, spec, load, cfg.data, "--data")
+    test = features(cfg, encoder_id, spec, load, cfg.test_data, "--test-data") if cfg.test_data else None
+    return train, test
+
+
 def probe_metrics(train: FeatureSet, test: FeatureSet | None, task: str, probe: str, seed: int, folds: int) -> dict:
     """Train and score `probe` on a given split (test set) or on k folds by source video; pooled accuracy."""
     n_classes = int(max(train.labels.max(), test.labels.max() if test is not None else 0)) + 1
@@ -166,9 +179,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     """Run one evaluation; writes OUT/metrics.json when cfg.out is set. Returns the metrics."""
     cfg = cfg.validate()
     encoder_id, s, summary, load = encoder_source(cfg.checkpoint, cfg.preset, cfg.seed)
-    spec = ExampleSpec(cfg.task, s.frames, s.size, cfg.sampling_stride, cfg.windows, cfg.clips, cfg.crops)
-    train = features(cfg, encoder_id, spec, load, cfg.data, "--data")
-    test = features(cfg, encoder_id, spec, load, cfg.test_data, "--test-data") if cfg.test_data else None
+    train, test = split_features(cfg, encoder_id, s, load)
     metrics = probe_metrics(train, test, cfg.task, cfg.probe, cfg.seed, cfg.folds)
     skipped = {**train.skipped, **(test.skipped if test is not None else {})}
     metrics.update({
