@@ -17,46 +17,16 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from eval.diagnostics import MotionStatistics, centered, effective_rank
 from eval.evaluate import EvalConfig, encoder_source, probe_metrics, split_features
-from eval.features import FeatureSet
 from training.models import student_config
 
 TASKS = ("arrow-of-time", "speed")
 PROBES = ("linear", "knn")
-
-
-class MotionStatistics(torch.nn.Module):
-    """Hand-crafted motion features: video (B, 3, T, H, W) -> (B, 1, C), C = 3 * T + T // 2 - 1."""
-
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        gray = video.mean(1)                                              # (B, T, H, W)
-        feats = []
-        for scale in (1, 2, 4):
-            x = torch.nn.functional.avg_pool2d(gray, scale) if scale > 1 else gray
-            feats += [(x[:, k:] - x[:, :-k]).abs().mean((1, 2, 3)).add(1e-4).log() for k in range(1, x.shape[1])]
-            feats.append((x[..., 1:] - x[..., :-1]).abs().mean((1, 2, 3)).add(1e-4).log())   # sharpness
-        step = (gray[:, 1:] - gray[:, :-1]).abs().mean((2, 3))              # (B, T-1)
-        feats += [step[:, i] - step[:, -1 - i] for i in range(step.shape[1] // 2)]   # early vs late change
-        return torch.stack(feats, 1)[:, None, :]
-
-
-def centered(fs: FeatureSet) -> FeatureSet:
-    x = fs.features.copy()
-    for item in np.unique(fs.items):
-        x[fs.items == item] -= x[fs.items == item].mean(0)
-    return replace(fs, features=x)
-
-
-def effective_rank(x: np.ndarray) -> float:
-    s = np.linalg.svd(x - x.mean(0), compute_uv=False) ** 2
-    p = s / s.sum()
-    return float(np.exp(-(p * np.log(p + 1e-12)).sum()))
 
 
 def diagnose(encoder_id, geometry, load, data: str, cache: str, seed: int) -> dict:
