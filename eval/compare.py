@@ -198,8 +198,8 @@ def embedded_experiment(cfg: CompareConfig) -> Path:
         "part), leave-one-scene-out folds. With 3 scenes the numbers are indicative at best: see the "
         "README for the same comparison at scale."),
         f"Wall time: {minutes:.1f} min ({t_pretrain / 60:.1f} min pretraining).",
-        f"Do the features hold motion at all? `python benchmarks/eval_diagnostics.py {out}` adds a hand-crafted "
-        "motion baseline and per-video-centered probes.",
+        (f"Do the features hold motion at all? `python benchmarks/eval_diagnostics.py {out}` adds a hand-crafted "
+         "motion baseline and per-video-centered probes."),
     ]
     path = write_report(run_cfg, rows, info, "smile-synth compare: embedded smoke-scale study", notes)
     write_json_atomic(out / "timing.json", {"minutes": minutes, "pretrain_minutes": t_pretrain / 60})
