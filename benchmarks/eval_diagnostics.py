@@ -1,64 +1,68 @@
-"""Is there motion in the features at all? Diagnostics for a `smile-synth compare` embedded study.
+"""Is there motion in the features at all? Diagnostics for a `smile-synth compare` study.
 
-For every pretrained run in OUT/runs, scratch (one per seed) and a hand-crafted motion baseline
-(log mean |frame difference| at every lag on 3 scales, no learning), on the held-out clips in
-OUT/data/eval and the same examples, folds and probes as the report:
-- top-1 of the linear and kNN probes, as reported;
+For every run of the study (read from OUT/results.json: runs, seed replicates, scratch, data and
+sampling settings), and a hand-crafted motion baseline (log mean |frame difference| at every lag on
+3 scales, no learning), with the same examples, folds and probes as the report:
+- top-1 of each probe, as reported;
 - the same after subtracting each video's mean feature ("centered"). Labels of the motion tasks are
   balanced inside every video by construction, so the video mean carries scenery, not label: if a
   model's features hold motion under the scenery, centering exposes it. A diagnostic, not a metric.
 - the features' effective rank (exp of the entropy of the normalized singular values); about
   (scenes - 1) means the features mostly tell scenes apart.
 
-    python benchmarks/eval_diagnostics.py OUT [--seeds 3]      # writes OUT/diagnostics.json
+    python benchmarks/eval_diagnostics.py OUT      # OUT of `smile-synth compare`; writes OUT/diagnostics.json
 """
 from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 
 from eval.diagnostics import MotionStatistics, centered, effective_rank
 from eval.evaluate import EvalConfig, encoder_source, probe_metrics, split_features
-from training.models import student_config
 
-TASKS = ("arrow-of-time", "speed")
-PROBES = ("linear", "knn")
+MOTION_TASKS = ("arrow-of-time", "speed")        # centering is meaningful only where labels balance per video
 
 
-def diagnose(encoder_id, geometry, load, data: str, cache: str, seed: int) -> dict:
+def diagnose(study: dict, encoder_id, geometry, load, seed: int) -> dict:
+    """Probe top-1 (raw and centered) and effective rank per (task, probe) of one encoder in `study`."""
     out = {}
-    for task in TASKS:
-        cfg = EvalConfig(data=data, random_init=True, preset="tiny", task=task, windows=24, cache_dir=cache,
-                         progress=False).validate()
-        fs, _ = split_features(cfg, encoder_id, geometry, load)
-        out[f"{task}/effective_rank"] = effective_rank(fs.features)
-        for probe in PROBES:
-            out[f"{task}/{probe}"] = probe_metrics(fs, None, task, probe, seed, cfg.folds)["top1"]
-            out[f"{task}/{probe}/centered"] = probe_metrics(centered(fs), None, task, probe, seed, cfg.folds)["top1"]
+    for task in [t for t in study["tasks"] if t in MOTION_TASKS]:
+        # sampling settings only (validated when the study ran); the encoder is (encoder_id, geometry, load)
+        cfg = EvalConfig(data=study["data"], test_data=study["test_data"], task=task, folds=study["folds"],
+                         windows=study["windows"], clips=study["clips"], crops=study["crops"],
+                         cache_dir=study["cache_dir"], progress=False)
+        train, test = split_features(cfg, encoder_id, geometry, load)
+        out[f"{task}/effective_rank"] = effective_rank(train.features)
+        for probe in study["probes"]:
+            out[f"{task}/{probe}"] = probe_metrics(train, test, task, probe, seed, cfg.folds)["top1"]
+            out[f"{task}/{probe}/centered"] = probe_metrics(
+                centered(train), centered(test) if test is not None else None, task, probe, seed, cfg.folds)["top1"]
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("out", help="the folder of `smile-synth compare --out OUT` (embedded default)")
-    ap.add_argument("--seeds", type=int, default=3)
-    args = ap.parse_args()
-    out = Path(args.out)
-    data, cache = str(out / "data" / "eval"), str(out / "features")
+    ap.add_argument("out", help="the folder of `smile-synth compare --out OUT`")
+    out = Path(ap.parse_args().out)
+    study = json.loads((out / "results.json").read_text())["config"]
+    replicates: dict[str, list[str]] = {}
+    for name, path in study["runs"]:
+        replicates.setdefault(name, []).append(path)
     rows: dict[str, list[dict]] = {}
-    for run in sorted((out / "runs").iterdir()):
-        name, seed = re.fullmatch(r"(.+)-seed(\d+)", run.name).groups()
-        eid, geometry, _, load = encoder_source(str(run), None, 0)
-        rows.setdefault(name, []).append(diagnose(eid, geometry, load, data, cache, int(seed)))
-    for seed in range(args.seeds):
-        eid, geometry, _, load = encoder_source(None, "tiny", seed)
-        rows.setdefault("scratch", []).append(diagnose(eid, geometry, load, data, cache, seed))
-    rows["motion statistics (hand-crafted)"] = [diagnose(["motion-statistics"], student_config("tiny"),
-                                                         MotionStatistics, data, "", 0)]
+    geometry = None
+    for name, paths in replicates.items():
+        for seed in range(study["seeds"]):                   # seed s uses replicate s mod k, as compare does
+            eid, geometry, _, load = encoder_source(paths[seed % len(paths)], study["preset"], 0)
+            rows.setdefault(name, []).append(diagnose(study, eid, geometry, load, seed))
+    if study["scratch"]:
+        for seed in range(study["seeds"]):
+            eid, geometry, _, load = encoder_source(None, study["preset"], seed, like=geometry)
+            rows.setdefault("scratch", []).append(diagnose(study, eid, geometry, load, seed))
+    rows["motion statistics (hand-crafted)"] = [diagnose({**study, "cache_dir": ""}, ["motion-statistics"],
+                                                         geometry, MotionStatistics, 0)]
     (out / "diagnostics.json").write_text(json.dumps(rows, indent=1))
 
     keys = list(next(iter(rows.values()))[0])
