@@ -61,7 +61,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         shards = args.shards
         if shards is None:
-            from smile_synth.generate import GenerateConfig, generate
+            from smile_synth.app.generate import GenerateConfig, generate
             shards = f"{tmp}/shards"
             generate(GenerateConfig(n=400, out=shards, recipe=get_recipe("mixed"), frames=8, size=112, workers=2),
                      progress=False)

@@ -13,7 +13,7 @@ import tempfile
 import time
 
 from generators import get_recipe, render_clip
-from smile_synth.generate import GenerateConfig, generate
+from smile_synth.app.generate import GenerateConfig, generate
 from smile_synth.shards import iter_clips
 from smile_synth.video_io import psnr
 

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import click
 
-from smile_synth.atomic import replacing
+from smile_synth.atomic import replacing, write_json_atomic
 from smile_synth.errors import UserError
-from smile_synth.shards import write_json_atomic
 
 from .evaluate import (
     EvalConfig,

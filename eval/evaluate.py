@@ -189,7 +189,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         "config": asdict(cfg),
     })
     if cfg.out:
-        from smile_synth.shards import write_json_atomic
+        from smile_synth.atomic import write_json_atomic
         out = Path(cfg.out)
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "metrics.json", metrics)

@@ -9,7 +9,7 @@ import cv2 as _cv2
 # workers), and a parent whose OpenCV thread pool has started deadlocks children it forks.
 _cv2.setNumThreads(1)
 
-from .clip import Clip  # noqa: E402
+from smile_synth.clip import Clip  # noqa: E402
 from .recipes import Recipe, describe_recipes, get_recipe, recipe_names  # noqa: E402
 from .render import overlay_clip, prepare, render_clip  # noqa: E402
 

@@ -3,22 +3,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from smile_synth.clip import Clip, check_geometry
 from smile_synth.errors import UserError
 
 from .backgrounds import render_background
-from .clip import Clip
 from .compositor import composite
 from .objects import choose, make_tracks
 from .recipes import Recipe, get_recipe
 from .resources import resources_for
 from .seeding import clip_rngs
-
-
-def check_geometry(frames: int, size: int) -> None:
-    if frames < 2:
-        raise UserError(f"frames={frames} is too few; a clip needs at least 2 frames")
-    if size < 16 or size % 16:
-        raise UserError(f"size={size} must be a positive multiple of 16 (the patch size), e.g. 112 or 224")
 
 
 def _resolve(recipe: str | Recipe) -> Recipe:

@@ -1,10 +1,14 @@
 """Whole files or none: write to a temporary name, then rename over the target."""
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from .errors import UserError
 
 
 @contextmanager
@@ -18,3 +22,22 @@ def replacing(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """`data` as indented, key-sorted JSON at `path`, written whole or not at all."""
+    with replacing(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+
+
+def ensure_writable_folder(path: str | Path, option: str = "--out") -> Path:
+    """Create `path` if needed and prove a file can be written there; else one UserError naming `option`."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"{option} {path} is not a writable folder ({e.strerror or e}); choose another") from None
+    return path

@@ -1,13 +1,12 @@
-"""Errors a user can cause. The CLI prints them as one line and exits non-zero."""
+"""Errors a user can cause. Plain exceptions: only the app (`smile_synth.app`) turns them into one
+`Error:` line and exit code 2, so no library layer depends on click."""
 from __future__ import annotations
 
-import click
 
-
-class UserError(click.ClickException):
+class UserError(Exception):
     """A bad argument, file or environment: the message names the bad value and the fix."""
 
     exit_code = 2
 
-    def format_message(self) -> str:  # keep it to one line
-        return " ".join(str(self.message).split())
+    def one_line(self) -> str:
+        return " ".join(str(self).split())

@@ -23,9 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from generators.clip import Clip
-
-from .atomic import replacing
+from .atomic import replacing, write_json_atomic  # noqa: F401 - write_json_atomic re-exported for one release
+from .clip import Clip
 from .video_io import DEFAULT_CODEC, ClipEncoder, Codec, decode_video
 
 SHARD_GLOB = "shard-*.tar"
@@ -185,11 +184,6 @@ def iter_clips(path: str | Path) -> Iterator[Clip]:
 
 
 # ---- manifest -----------------------------------------------------------------------------
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    with replacing(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-
 
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 import generators.recipes
 import generators.render
 from generators import get_recipe
-from smile_synth.cli import cli
+from smile_synth.app.cli import cli
 
 REPO = Path(__file__).resolve().parents[1]
 FRAMES, SIZE = 4, 64
@@ -137,7 +137,7 @@ def small_dataset(tmp_path_factory):
     """A finished dataset made with the Python API: 'mixed', n=7 in shards of 3 (the last one short).
 
     Read-only: tests that damage data must copy it first."""
-    from smile_synth.generate import GenerateConfig, generate
+    from smile_synth.app.generate import GenerateConfig, generate
 
     out = tmp_path_factory.mktemp("data") / "mixed"
     cfg = GenerateConfig(n=7, out=str(out), recipe=recipe("mixed"), seed=5, frames=FRAMES, size=SIZE,
@@ -201,7 +201,7 @@ def bad_videos(tmp_path_factory) -> list[Path]:
 @pytest.fixture(scope="session")
 def training_shards(tmp_path_factory):
     """12 clips of black+objects, 8 frames of 64 px, in shards of 5 (made with the Python API). Read-only."""
-    from smile_synth.generate import GenerateConfig, generate
+    from smile_synth.app.generate import GenerateConfig, generate
 
     out = tmp_path_factory.mktemp("train_shards") / "black"
     generate(GenerateConfig(n=12, out=str(out), recipe=recipe("black+objects"), seed=3, frames=8, size=64,

@@ -192,7 +192,7 @@ def test_errors_have_no_traceback_from_the_real_entry_point(tmp_path):
 
 
 def test_failure_midway_leaves_no_finished_looking_shard(tmp_path, monkeypatch):
-    from smile_synth import generate as gen_module
+    from smile_synth.app import generate as gen_module
 
     def disk_full(self, key, sample):
         raise OSError(28, "No space left on device")
@@ -205,7 +205,7 @@ def test_failure_midway_leaves_no_finished_looking_shard(tmp_path, monkeypatch):
 
 
 def test_run_that_fails_for_failed_clips_can_be_resumed(tmp_path, monkeypatch):
-    from smile_synth import generate as gen_module
+    from smile_synth.app import generate as gen_module
 
     real = gen_module.render_clip
     flaky = {1, 4}  # e.g. a photo on a network share that was briefly unreadable

@@ -225,7 +225,7 @@ def test_generate_api_with_workers_after_opencv_use_does_not_hang(tmp_path):
         import faulthandler, time
         faulthandler.dump_traceback_later(12, exit=True)   # a hang becomes a non-zero exit
         from generators import get_recipe, render_clip
-        from smile_synth.generate import GenerateConfig, generate
+        from smile_synth.app.generate import GenerateConfig, generate
         render_clip("black+objects", 0, 0, {FRAMES}, {SIZE})   # e.g. a notebook that looked at a clip first
         time.sleep(0.3)
         m = generate(GenerateConfig(n=4, out={str(tmp_path / 'out')!r}, recipe=get_recipe("black+objects"),

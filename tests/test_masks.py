@@ -8,7 +8,7 @@ import pytest
 from conftest import FRAMES, RENDER_RECIPES, SIZE, recipe, tracks_of
 
 from generators import get_recipe, overlay_clip, render_clip
-from generators.clip import boxes_from_masks, labels_to_masks, masks_to_labels
+from smile_synth.clip import boxes_from_masks, labels_to_masks, masks_to_labels
 from generators.compositor import composite, premultiply, sprite_boxes, sprite_matrices
 from generators.objects import ObjectTrack
 from smile_synth.errors import UserError

@@ -160,7 +160,7 @@ def test_list_user_errors(tmp_path, case):
         needle = "none of the 2 videos"
     with pytest.raises(UserError, match=needle) as e:
         read_video_list(target)
-    assert str(target) in e.value.format_message()
+    assert str(target) in e.value.one_line()
 
 
 def test_natural_items(tmp_path, monkeypatch):

@@ -262,7 +262,7 @@ def test_multiple_sampling_uses_two_different_masks(monkeypatch):
 
 @pytest.fixture(scope="module")
 def two_clips(tmp_path_factory):
-    from smile_synth.generate import GenerateConfig, generate
+    from smile_synth.app.generate import GenerateConfig, generate
 
     out = tmp_path_factory.mktemp("two_clips") / "noise"
     generate(GenerateConfig(n=2, out=str(out), recipe=recipe("noise+objects"), seed=3, frames=FRAMES, size=SIZE,

@@ -75,7 +75,7 @@ def test_overlay_masks_changes_the_picture(tmp_path):
 
 def test_overlay_masks_tints_exactly_the_masks():
     from generators import render_clip
-    from smile_synth.preview import overlay_masks
+    from smile_synth.app.preview import overlay_masks
 
     clip = render_clip("black+objects", 0, 0, FRAMES, SIZE)
     tinted = overlay_masks(clip)

@@ -24,9 +24,9 @@ from conftest import (
 )
 
 from generators import render_clip
-from smile_synth import generate as gen_module
+from smile_synth.app import generate as gen_module
 from smile_synth.errors import UserError
-from smile_synth.generate import GenerateConfig, generate
+from smile_synth.app.generate import GenerateConfig, generate
 from smile_synth.shards import decode_sample, iter_clips, sample_key
 from smile_synth.video_io import psnr
 

@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from generators import overlay_clip, render_clip
+from generators.recipes import get_recipe
 from generators.render import prepare
 from smile_synth.errors import UserError
 from smile_synth.shards import (
@@ -36,7 +37,7 @@ from smile_synth.shards import (
 )
 
 from .masking import object_token_coverage
-from .natural import BadVideo, VideoItem, load_clip
+from .natural import BadVideo, VideoItem, load_clip, natural_items
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 8          # tries per sample before the batch reports failure
@@ -232,3 +233,25 @@ class BatchStream(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         for step in count(self.start_step + worker, workers):
             yield self.batch(step)
+
+
+# ---- assembly --------------------------------------------------------------------------------
+
+def build_source(cfg, s) -> Source:
+    """The clip source a run with PretrainConfig `cfg` trains on, at StudentConfig `s`'s frames and size."""
+    def synthetic(path, recipe):
+        if path is not None:
+            return ShardSource(path, s.frames, s.size, cfg.seed)
+        return RenderSource(get_recipe(recipe), s.frames, s.size, cfg.seed)
+
+    def natural():
+        overlay = None
+        if cfg.overlay:
+            overlay = get_recipe(cfg.overlay)
+        return NaturalSource(natural_items(cfg.data), s.frames, s.size, cfg.sampling_rate, overlay, cfg.seed)
+
+    if cfg.source == "synthetic":
+        return synthetic(cfg.data, cfg.synthetic_recipe)
+    if cfg.source == "natural":
+        return natural()
+    return MixedSource(synthetic(cfg.synthetic_data, cfg.synthetic_recipe), natural(), cfg.mix_ratio, cfg.seed)

@@ -20,20 +20,17 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from smile_synth.atomic import ensure_writable_folder, write_json_atomic
 from smile_synth.config import to_dict
 from smile_synth.errors import UserError
 from smile_synth.plots import loss_curve
-from smile_synth.shards import write_json_atomic
 
 from .checkpoint import CHECKPOINT, ENCODER, load_weights, read_checkpoint, save_atomic
 from .config import PretrainConfig
 from .data import (
     BatchStream,
-    MixedSource,
-    NaturalSource,
-    RenderSource,
-    ShardSource,
     Source,
+    build_source,
 )
 from .masking import MaskSpec, TrajectoryMasker
 from .models import (
@@ -43,7 +40,6 @@ from .models import (
     encoder_state_dict,
     student_config,
 )
-from .natural import natural_items
 from .optim import build_optimizer, lr_at, warmup_steps
 from .targets import normalize, pixel_targets, to_unit_video
 
@@ -100,27 +96,6 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 def student_config_for(cfg: PretrainConfig, target_dim: int) -> StudentConfig:
     overrides = {k: v for k, v in (("frames", cfg.frames), ("size", cfg.size)) if v is not None}
     return student_config(cfg.preset, drop_path=cfg.drop_path, target_dim=target_dim, **overrides)
-
-
-def build_source(cfg: PretrainConfig, s: StudentConfig) -> Source:
-    def synthetic(path, recipe):
-        if path is not None:
-            return ShardSource(path, s.frames, s.size, cfg.seed)
-        from generators.recipes import get_recipe
-        return RenderSource(get_recipe(recipe), s.frames, s.size, cfg.seed)
-
-    def natural():
-        overlay = None
-        if cfg.overlay:
-            from generators.recipes import get_recipe
-            overlay = get_recipe(cfg.overlay)
-        return NaturalSource(natural_items(cfg.data), s.frames, s.size, cfg.sampling_rate, overlay, cfg.seed)
-
-    if cfg.source == "synthetic":
-        return synthetic(cfg.data, cfg.synthetic_recipe)
-    if cfg.source == "natural":
-        return natural()
-    return MixedSource(synthetic(cfg.synthetic_data, cfg.synthetic_recipe), natural(), cfg.mix_ratio, cfg.seed)
 
 
 def total_steps(cfg: PretrainConfig, source: Source, world: int) -> int:
@@ -231,13 +206,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist) -> dict:
     elif ckpt_path.is_file():
         raise UserError(f"{out} already holds a run ({CHECKPOINT}); continue it with --resume auto or choose another --out")
     if d.main:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            probe_file = out / f".write-test-{os.getpid()}"
-            probe_file.touch()
-            probe_file.unlink()
-        except OSError as e:
-            raise UserError(f"--out {out} is not a writable folder ({e.strerror or e}); choose another") from None
+        ensure_writable_folder(out)
 
     # targets first: a teacher that cannot be loaded fails before any data work
     probe = student_config_for(cfg, 1)

@@ -1,7 +1,14 @@
-"""Pictures of what the student sees: frames with their object tokens, tube masks and trajectory masks."""
+"""`smile-synth masks`: pictures of what the student sees: frames with their object tokens, tube masks
+and trajectory masks."""
 from __future__ import annotations
 
 import numpy as np
+import torch
+
+from smile_synth.errors import UserError
+from training.data import BatchStream, build_source
+from training.masking import MaskSpec, TrajectoryMasker
+from training.trainer import student_config_for
 
 MASKED_GREY = 96          # masked tokens are drawn flat grey
 OBJECT_TINT = np.array([255, 64, 32], np.float32)
@@ -50,16 +57,9 @@ def mask_sheet(videos: np.ndarray, object_tokens: np.ndarray, masks: dict[str, n
 def preview_masks(cfg, n: int = 4) -> np.ndarray:
     """The mask sheet of the first `n` clips a run with PretrainConfig `cfg` would train on:
     frames with object tokens, the tube mask and the tube + trajectory mask."""
-    import torch
-
-    from .data import BatchStream
-    from .masking import MaskSpec, TrajectoryMasker
-    from .trainer import build_source, student_config_for
-
     s = student_config_for(cfg, 1)
     batch = BatchStream(build_source(cfg, s), n, s.tubelet, s.patch).batch(0)
     if batch["error"]:
-        from smile_synth.errors import UserError
         raise UserError(batch["error"])
     coverage = batch["coverage"] if batch["coverage"] is not None else torch.zeros(n, s.num_tokens)
     gen = torch.Generator().manual_seed(cfg.seed)

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from generators.clip import Clip
+from smile_synth.clip import Clip
 
 # distinct colours for objects 0..7 (RGB)
 OBJECT_COLOURS = np.array([[255, 64, 64], [64, 160, 255], [80, 220, 80], [255, 200, 40],

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from smile_synth.cli import cli
-from training.visualize import MASKED_GREY, mask_sheet, masked_frames, token_image
+from smile_synth.app.cli import cli
+from smile_synth.app.masks import MASKED_GREY, mask_sheet, masked_frames, token_image
 
 
 def test_token_image_expands_each_token_to_its_patch():

@@ -8,7 +8,26 @@ from pathlib import Path
 
 import click
 
-from .errors import UserError
+from smile_synth.errors import UserError
+
+
+class AppError(click.ClickException):
+    """A UserError as click shows it: one `Error:` line, exit code 2."""
+
+    exit_code = 2
+
+    def format_message(self) -> str:
+        return " ".join(str(self.message).split())
+
+
+class Commands(click.Group):
+    """The command group; maps the library's UserError to AppError (the only place that does)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UserError as e:
+            raise AppError(e.one_line()) from None
 
 
 def _default_workers() -> int:
@@ -32,7 +51,7 @@ def _load_recipe(recipe: str, overrides: tuple[str, ...]):
     return get_recipe(recipe, overrides)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("-v", "--verbose", is_flag=True, help="More log output.")
 def cli(verbose: bool) -> None:
     """smile-synth: synthetic training videos and SMILE-style video pretraining."""
@@ -119,7 +138,7 @@ def preview(recipe, overrides, shards, out, n, gif, overlay_masks, seed, frames,
         r = _load_recipe(recipe, overrides)
         clips = [render_clip(r, seed, i, frames, size) for i in range(n)]
     else:
-        from .shards import iter_clips
+        from smile_synth.shards import iter_clips
 
         try:
             clips = list(itertools.islice(iter_clips(shards), n))
@@ -190,7 +209,7 @@ def pretrain_config(config_file, settings, options: dict, **fixed):
     """PretrainConfig from a YAML/JSON file, --set assignments and the given options, validated."""
     from training.config import PretrainConfig
 
-    from .config import build, load_mapping, parse_assignment, set_path
+    from smile_synth.config import build, load_mapping, parse_assignment, set_path
 
     data = load_mapping(config_file) if config_file else {}
     for text in settings:
@@ -242,7 +261,7 @@ def pretrain(config_file, settings, quiet, **options) -> None:
 def masks(config_file, settings, n, out, **options) -> None:
     """Picture of the masks a pretraining run would use: per clip, frames with object tokens tinted,
     then the tube mask and the tube + trajectory mask (masked tokens grey)."""
-    from training.visualize import preview_masks
+    from .masks import preview_masks
 
     from .preview import save_png
 

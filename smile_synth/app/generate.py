@@ -13,7 +13,6 @@ from __future__ import annotations
 import errno
 import logging
 import multiprocessing as mp
-import os
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,8 +23,10 @@ from tqdm import tqdm
 from generators import prepare, render_clip
 from generators.recipes import Recipe
 
-from .errors import UserError
-from .shards import (
+from smile_synth.atomic import ensure_writable_folder, write_json_atomic
+from smile_synth.clip import check_geometry
+from smile_synth.errors import UserError
+from smile_synth.shards import (
     DATASET,
     MANIFEST,
     SHARD_GLOB,
@@ -35,9 +36,8 @@ from .shards import (
     read_json,
     sample_key,
     shard_name,
-    write_json_atomic,
 )
-from .video_io import CODECS, ClipEncoder
+from smile_synth.video_io import CODECS, ClipEncoder
 
 log = logging.getLogger("smile_synth")
 FORMAT_VERSION = 1
@@ -73,10 +73,7 @@ class GenerateConfig:
                             "pick a recipe from `smile-synth recipes` that has one, e.g. black+objects")
         if self.codec not in CODECS:
             raise UserError(f"--codec {self.codec!r} unknown; choose {', '.join(CODECS)}")
-        if self.frames < 2:
-            raise UserError(f"--frames {self.frames} is too few; a clip needs at least 2 frames")
-        if self.size < 16 or self.size % 16:
-            raise UserError(f"--size {self.size} must be a positive multiple of 16 (the patch size), e.g. 112 or 224")
+        check_geometry(self.frames, self.size, "--frames", "--size")
 
     def spec(self) -> dict[str, Any]:
         """What defines the dataset's content: a rerun must match it to resume."""
@@ -111,16 +108,6 @@ def _render_segment(indices: range) -> list[tuple[int, dict[str, bytes] | None, 
 
 # ---- driver -------------------------------------------------------------------------------
 
-def check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as e:
-        raise UserError(f"cannot write to output folder {out} ({e.strerror}); choose a writable --out") from None
-
-
 def my_shards(cfg: GenerateConfig) -> list[int]:
     total = -(-cfg.n // cfg.shard_size)
     return [s for s in range(total) if s % cfg.world_size == cfg.rank]
@@ -149,7 +136,7 @@ def segments_of(indices: range) -> list[range]:
 def generate(cfg: GenerateConfig, progress: bool = True) -> dict[str, Any]:
     """Write this rank's missing shards; returns the manifest of everything in cfg.out."""
     out = Path(cfg.out)
-    check_writable(out)
+    ensure_writable_folder(out)
     spec = cfg.spec()
     spec_path = out / DATASET
     resuming = spec_path.is_file() and any(out.glob(SHARD_GLOB))

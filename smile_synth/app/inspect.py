@@ -10,7 +10,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .shards import DATASET, decode_sample, iter_samples, read_json, shard_paths
+from smile_synth.shards import DATASET, decode_sample, iter_samples, read_json, shard_paths
 
 
 @dataclass

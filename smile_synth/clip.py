@@ -1,0 +1,78 @@
+"""The `Clip`: what every generator returns and every later stage consumes (core: all stages share it)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import UserError
+
+
+def check_geometry(frames: int, size: int, frames_name: str = "frames", size_name: str = "size") -> None:
+    """The one check of a clip's frames and size (px, square): the patch grid needs size % 16 == 0."""
+    if frames < 2:
+        raise UserError(f"{frames_name} {frames} is too few; a clip needs at least 2 frames")
+    if size < 16 or size % 16:
+        raise UserError(f"{size_name} {size} must be a positive multiple of 16 (the patch size), e.g. 112 or 224")
+
+
+
+@dataclass
+class Clip:
+    """One rendered clip with per-object ground truth.
+
+    video: uint8 (T, H, W, 3), RGB.
+    masks: bool (K, T, H, W), visible pixels of each object after occlusion.
+    boxes: float32 (K, T, 4), x1 y1 x2 y2 in pixels of the visible mask
+           (x2/y2 exclusive); NaN where the object is not visible in that frame.
+    meta:  dict with recipe, recipe_version, seed, index, objects=[{category, trajectory}, ...].
+    """
+
+    video: np.ndarray
+    masks: np.ndarray
+    boxes: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.video.shape[0])
+
+    @property
+    def num_objects(self) -> int:
+        return int(self.masks.shape[0])
+
+    def label_map(self) -> np.ndarray:
+        """uint8 (T, H, W): 0 where no object is visible, k+1 where object k is (masks are disjoint)."""
+        return masks_to_labels(self.masks, self.video.shape[:3])
+
+
+def masks_to_labels(masks: np.ndarray, thw: tuple[int, int, int]) -> np.ndarray:
+    """bool (K, T, H, W) disjoint masks -> uint8 (T, H, W) label map."""
+    labels = np.zeros(thw, np.uint8)
+    for k in range(masks.shape[0]):
+        labels[masks[k]] = k + 1
+    return labels
+
+
+def labels_to_masks(labels: np.ndarray, num_objects: int) -> np.ndarray:
+    """uint8 (T, H, W) label map -> bool (K, T, H, W)."""
+    ks = np.arange(1, num_objects + 1, dtype=np.uint8).reshape(-1, 1, 1, 1)
+    return labels[None] == ks
+
+
+def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
+    """bool (K, T, H, W) -> float32 (K, T, 4) tight boxes x1 y1 x2 y2 (exclusive); NaN if empty."""
+    K, T, H, W = masks.shape
+    rows = masks.any(axis=3)  # (K, T, H)
+    cols = masks.any(axis=2)  # (K, T, W)
+    boxes = np.full((K, T, 4), np.nan, np.float32)
+    seen = rows.any(axis=2)
+    if seen.any():
+        y1 = rows.argmax(axis=2)
+        y2 = H - rows[..., ::-1].argmax(axis=2)
+        x1 = cols.argmax(axis=2)
+        x2 = W - cols[..., ::-1].argmax(axis=2)
+        b = np.stack([x1, y1, x2, y2], axis=-1).astype(np.float32)
+        boxes[seen] = b[seen]
+    return boxes
