@@ -9,11 +9,10 @@ evaluated on embedded real clips held out from all pretraining.
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import click
 
 from smile_synth.atomic import replacing, write_json_atomic
 from smile_synth.errors import UserError
@@ -98,7 +97,7 @@ def _replicates(cfg: CompareConfig) -> dict[str, list[str | None]]:
 
 def _echo(cfg: CompareConfig, text: str) -> None:
     if cfg.progress:
-        click.echo(text, err=True)
+        print(text, file=sys.stderr, flush=True)
 
 
 def evaluate_runs(cfg: CompareConfig) -> tuple[list[dict], dict[str, dict]]:

@@ -11,9 +11,25 @@ import warnings
 
 import numpy as np
 
+from typing import Callable
+
 from .splits import group_folds
 
-PROBES = ("linear", "knn")
+# probe(train_x (N, D), train_y int (N,), test_x (M, D), n_classes, train_groups (N,) or None, seed) -> scores (M, n_classes)
+ProbeFn = Callable[..., np.ndarray]
+PROBES: dict[str, ProbeFn] = {}     # name -> probe: the one list of probes (CLI choices, validation, tests)
+
+
+def register_probe(name: str) -> Callable[[ProbeFn], ProbeFn]:
+    """Register a probe under `name` (timm's register_model pattern)."""
+    def add(fn: ProbeFn) -> ProbeFn:
+        if name in PROBES:
+            raise ValueError(f"probe {name!r} is already registered")
+        PROBES[name] = fn
+        return fn
+    return add
+
+
 C_GRID = (0.01, 0.1, 1.0, 10.0)
 KNN_K = 20
 KNN_T = 0.07
@@ -86,10 +102,18 @@ def knn_scores(train_x, train_y, test_x, n_classes: int, k: int = KNN_K, t: floa
     return scores
 
 
+@register_probe("linear")
+def _linear(train_x, train_y, test_x, n_classes, train_groups=None, seed=0):
+    return linear_scores(train_x, train_y, test_x, n_classes, train_groups, seed)[0]
+
+
+@register_probe("knn")
+def _knn(train_x, train_y, test_x, n_classes, train_groups=None, seed=0):
+    return knn_scores(train_x, train_y, test_x, n_classes)
+
+
 def probe_scores(probe: str, train_x, train_y, test_x, n_classes: int, train_groups=None, seed: int = 0) -> np.ndarray:
     """(N_test, n_classes) scores of `probe` trained on (train_x, train_y)."""
-    if probe == "linear":
-        return linear_scores(train_x, train_y, test_x, n_classes, train_groups, seed)[0]
-    if probe == "knn":
-        return knn_scores(train_x, train_y, test_x, n_classes)
-    raise ValueError(f"unknown probe {probe!r}")
+    if probe not in PROBES:
+        raise ValueError(f"unknown probe {probe!r}")
+    return PROBES[probe](train_x, train_y, test_x, n_classes, train_groups, seed)

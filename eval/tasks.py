@@ -15,12 +15,11 @@ labels are balanced: the scenery of a video says nothing about its examples' lab
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
-TASKS = ("labels", "arrow-of-time", "speed")
 SPEEDS = (1, 2, 4)
-CLASS_NAMES = {"arrow-of-time": ("forward", "reversed"), "speed": tuple(f"{s}x" for s in SPEEDS)}
 
 
 @dataclass(frozen=True)
@@ -42,6 +41,39 @@ def window_starts(length: int, width: int, n: int) -> np.ndarray:
     if last < 0:
         return np.zeros(0, np.int64)
     return np.unique(np.round(np.linspace(0, last, n)).astype(np.int64)) if n > 1 else np.array([last // 2])
+
+
+# examples(item, length, label or None, frames, stride, windows, n_clips) -> list[Example]
+ExamplesFn = Callable[[int, int, "int | None", int, int, int, int], "list[Example]"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A probe task: how examples are drawn from one video, and what it needs."""
+    name: str
+    examples: ExamplesFn
+    default_stride: int                              # frame stride when --stride is not given
+    span_strides: int = 1                            # the widest window spans this many x stride
+    class_names: tuple[str, ...] | None = None       # None: the list's own labels
+    needs_labels: bool = False
+
+    def min_length(self, frames: int, stride: int) -> int:
+        """The shortest video this task can use."""
+        return span(frames, stride * self.span_strides) if self.span_strides else frames
+
+
+TASKS: dict[str, Task] = {}    # name -> Task: the one list of tasks (CLI choices, validation, tests)
+
+
+def register_task(name: str, default_stride: int, span_strides: int = 1, class_names: tuple[str, ...] | None = None,
+                  needs_labels: bool = False) -> Callable[[ExamplesFn], ExamplesFn]:
+    """Register an examples function as task `name` (timm's register_model pattern)."""
+    def add(fn: ExamplesFn) -> ExamplesFn:
+        if name in TASKS:
+            raise ValueError(f"task {name!r} is already registered")
+        TASKS[name] = Task(name, fn, default_stride, span_strides, class_names, needs_labels)
+        return fn
+    return add
 
 
 def label_examples(item: int, length: int, label: int, frames: int, stride: int, n_clips: int) -> list[Example]:
@@ -76,18 +108,32 @@ def speed_examples(item: int, length: int, frames: int, windows: int, speeds: tu
     return out
 
 
+@register_task("labels", default_stride=4, span_strides=0, needs_labels=True)
+def _labels(item, length, label, frames, stride, windows, n_clips):
+    return label_examples(item, length, label, frames, stride, n_clips)
+
+
+@register_task("arrow-of-time", default_stride=2, class_names=("forward", "reversed"))
+def _arrow_of_time(item, length, label, frames, stride, windows, n_clips):
+    return arrow_of_time_examples(item, length, frames, stride, windows)
+
+
+@register_task("speed", default_stride=1, span_strides=max(SPEEDS), class_names=tuple(f"{s}x" for s in SPEEDS))
+def _speed(item, length, label, frames, stride, windows, n_clips):
+    return speed_examples(item, length, frames, windows, tuple(stride * s for s in SPEEDS))
+
+
+CLASS_NAMES = {name: t.class_names for name, t in TASKS.items() if t.class_names}   # for one release
+
+
 def task_examples(task: str, item: int, length: int, label: int | None, frames: int, stride: int,
                   windows: int, n_clips: int) -> list[Example]:
     """The examples `task` draws from one video of `length` frames ([] when it is too short)."""
-    if task == "labels":
-        return label_examples(item, length, label, frames, stride, n_clips)
-    if task == "arrow-of-time":
-        return arrow_of_time_examples(item, length, frames, stride, windows)
-    if task == "speed":
-        return speed_examples(item, length, frames, windows, tuple(stride * s for s in SPEEDS))
-    raise ValueError(f"unknown task {task!r}")
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}")
+    return TASKS[task].examples(item, length, label, frames, stride, windows, n_clips)
 
 
 def min_length(task: str, frames: int, stride: int) -> int:
     """The shortest video `task` can use."""
-    return {"labels": frames, "arrow-of-time": span(frames, stride), "speed": span(frames, stride * max(SPEEDS))}[task]
+    return TASKS[task].min_length(frames, stride)

@@ -15,12 +15,14 @@ from typing import Any
 from smile_synth.config import build, load_mapping, parse_assignment, set_path, to_dict
 from smile_synth.errors import UserError
 
+from .trajectories import TRAJECTORIES
+
 REFERENCE_SIZE = 224
+DEFAULT_RECIPE = "mixed"   # what `generate` and `pretrain --source synthetic` render unless told otherwise
 BACKGROUND_KINDS = ("black", "solid", "gradient", "photo", "perlin", "perlin3d", "spectral", "fractal", "given")
 OBJECT_SOURCES = ("procedural", "cutout")
 SHAPES = ("circle", "ellipse", "polygon", "star", "blob")
 FILLS = ("flat", "gradient", "noise", "photo")
-TRAJECTORY_KINDS = ("constant_velocity", "accelerating", "gaussian", "bezier", "circular", "sinusoidal", "bouncing")
 Pair = tuple[float, float]
 
 
@@ -121,7 +123,7 @@ class MotionSpec:
     opacity: Pair = (1.0, 1.0)
 
     def validate(self) -> None:
-        _weights("motion.trajectories", self.trajectories, TRAJECTORY_KINDS)
+        _weights("motion.trajectories", self.trajectories, tuple(TRAJECTORIES))
         for k in ("extent", "speed", "accel", "radius", "angular_speed", "amplitude"):
             _pair(f"motion.{k}", getattr(self, k))
         _pair("motion.period", self.period, 1e-3)

@@ -7,14 +7,31 @@ be composed by adding their displacements ("circular+constant_velocity").
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from .recipes import MotionSpec
+if TYPE_CHECKING:   # recipes validates kinds against TRAJECTORIES, so it imports this module
+    from .recipes import MotionSpec
 
-PathFn = Callable[[np.random.Generator, int, MotionSpec, float], np.ndarray]
+# path(rng, T frames, motion settings, frame size px) -> centres float64 (T, 2), px
+PathFn = Callable[[np.random.Generator, int, "MotionSpec", float], np.ndarray]
+TRAJECTORIES: dict[str, PathFn] = {}      # kind -> path function: the one list of trajectory kinds
+BOUNDED: set[str] = set()                 # kinds that place themselves in the frame
+
+
+def register_trajectory(name: str, bounded: bool = False) -> Callable[[PathFn], PathFn]:
+    """Register a path function under `name`, usable in recipes as motion.trajectories.NAME (and in
+    composites such as "circular+NAME"). bounded: the path already lies inside the frame."""
+    def add(fn: PathFn) -> PathFn:
+        if name in TRAJECTORIES or "+" in name:
+            raise ValueError(f"trajectory kind {name!r} is already registered or contains '+'")
+        TRAJECTORIES[name] = fn
+        if bounded:
+            BOUNDED.add(name)
+        return fn
+    return add
 
 
 def _direction(rng: np.random.Generator) -> np.ndarray:
@@ -22,12 +39,14 @@ def _direction(rng: np.random.Generator) -> np.ndarray:
     return np.array([math.cos(a), math.sin(a)])
 
 
+@register_trajectory("constant_velocity")
 def constant_velocity(rng, T, m: MotionSpec, size: float) -> np.ndarray:
     """p(t) = v t, |v| in m.speed px/frame."""
     v = _direction(rng) * rng.uniform(*m.speed)
     return np.arange(T)[:, None] * v[None]
 
 
+@register_trajectory("accelerating")
 def accelerating(rng, T, m: MotionSpec, size: float) -> np.ndarray:
     """p(t) = v0 t + a t^2 / 2 along one direction; a < 0 decelerates (and may reverse)."""
     d = _direction(rng)
@@ -37,6 +56,7 @@ def accelerating(rng, T, m: MotionSpec, size: float) -> np.ndarray:
     return (v0 * t + 0.5 * acc * t * t)[:, None] * d[None]
 
 
+@register_trajectory("gaussian")
 def gaussian_path(rng, T, m: MotionSpec, size: float) -> np.ndarray:
     """SMILE's path: random points, smoothed by a 1-D gaussian, rescaled to a random extent
     (the larger side of the path's bounding box, px), resampled to T frames."""
@@ -52,6 +72,7 @@ def gaussian_path(rng, T, m: MotionSpec, size: float) -> np.ndarray:
     return np.stack([np.interp(dst, src, pts[:, 0]), np.interp(dst, src, pts[:, 1])], axis=1)
 
 
+@register_trajectory("bezier")
 def bezier(rng, T, m: MotionSpec, size: float) -> np.ndarray:
     """Cubic Bezier spline through 4 random control points spread over a random extent."""
     ctrl = rng.uniform(0, rng.uniform(*m.extent), size=(4, 2))
@@ -60,6 +81,7 @@ def bezier(rng, T, m: MotionSpec, size: float) -> np.ndarray:
     return sum(wi * ci[None] for wi, ci in zip(w, ctrl))
 
 
+@register_trajectory("circular")
 def circular(rng, T, m: MotionSpec, size: float) -> np.ndarray:
     """Ellipse (rx, ry in m.radius px, tilted) traversed at m.angular_speed deg/frame."""
     rx, ry = rng.uniform(*m.radius, size=2)
@@ -71,6 +93,7 @@ def circular(rng, T, m: MotionSpec, size: float) -> np.ndarray:
     return np.stack([c * x - s * y, s * x + c * y], axis=1)
 
 
+@register_trajectory("sinusoidal")
 def sinusoidal(rng, T, m: MotionSpec, size: float) -> np.ndarray:
     """Drift at m.speed px/frame plus a perpendicular sine (m.amplitude px, m.period frames)."""
     d = _direction(rng)
@@ -83,6 +106,7 @@ def sinusoidal(rng, T, m: MotionSpec, size: float) -> np.ndarray:
     return along[:, None] * d[None] + across[:, None] * n[None]
 
 
+@register_trajectory("bouncing", bounded=True)
 def bouncing(rng, T, m: MotionSpec, size: float) -> np.ndarray:
     """Constant velocity reflected off the frame borders (the centre stays in [0, size])."""
     start = rng.uniform(0, size, size=2)
@@ -95,18 +119,6 @@ def _reflect(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     span = hi - lo
     y = np.mod(x - lo, 2 * span)
     return lo + np.where(y > span, 2 * span - y, y)
-
-
-TRAJECTORIES: dict[str, PathFn] = {
-    "constant_velocity": constant_velocity,
-    "accelerating": accelerating,
-    "gaussian": gaussian_path,
-    "bezier": bezier,
-    "circular": circular,
-    "sinusoidal": sinusoidal,
-    "bouncing": bouncing,
-}
-BOUNDED = {"bouncing"}  # already placed in frame
 
 
 def object_path(kind: str, rng: np.random.Generator, T: int, m: MotionSpec, size: float) -> np.ndarray:

@@ -5,7 +5,6 @@ well under three minutes on two cores.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import io
 import json
@@ -19,8 +18,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import generators.recipes
-import generators.render
 from generators import get_recipe
 from smile_synth.app.cli import cli
 
@@ -32,30 +29,6 @@ RENDER_RECIPES = ["black+objects", "noise+objects", "image+objects", "fractal+ob
 ALL_RECIPES = RENDER_RECIPES + ["overlay"]
 # keys encode_sample adds to a clip's meta
 STORAGE_META = {"num_objects", "frames", "size"}
-
-
-# get_recipe(name, overrides) currently writes the overrides into the shared preset dict (see
-# test_determinism.py::test_overrides_do_not_change_the_named_recipe), so one test's --set would leak
-# into every later test. Each test starts from the presets as they were when the suite was loaded.
-# (Internal names, looked up defensively: if they go away, this is a no-op.)
-_PRESETS = getattr(generators.recipes, "_PRESETS", None)
-_PRISTINE_PRESETS = copy.deepcopy(_PRESETS)
-
-
-def _restore_presets() -> None:
-    if isinstance(_PRESETS, dict):
-        _PRESETS.clear()
-        _PRESETS.update(copy.deepcopy(_PRISTINE_PRESETS))
-    named = getattr(generators.render, "_NAMED", None)  # render_clip's cache of recipes by name
-    if isinstance(named, dict):
-        named.clear()
-
-
-@pytest.fixture(autouse=True)
-def pristine_presets():
-    _restore_presets()
-    yield
-    _restore_presets()
 
 
 def recipe(name: str, *overrides: str):

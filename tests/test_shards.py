@@ -115,8 +115,9 @@ def test_cli_round_trip(tmp_path, codec):
 
 def _default_recipe():
     from generators import get_recipe
+    from generators.recipes import DEFAULT_RECIPE
 
-    return get_recipe("black+objects")  # the CLI's default --recipe
+    return get_recipe(DEFAULT_RECIPE)  # the CLI's default --recipe
 
 
 def test_webdataset_reads_the_shards(small_dataset):

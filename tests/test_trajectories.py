@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+
+from smile_synth.errors import UserError
 from conftest import recipe, tracks_of
 
 from generators import render_clip
@@ -40,10 +42,24 @@ def test_object_path_is_finite_with_one_centre_per_frame(kind, T):
         assert np.isfinite(path).all()
 
 
-def test_all_recipe_trajectory_kinds_are_implemented():
-    from generators.recipes import TRAJECTORY_KINDS
+def test_a_registered_trajectory_is_usable_in_recipes():
+    """Extending: one function plus one registration, and recipes (and their validation) accept it."""
+    from generators import get_recipe, render_clip
+    from generators import trajectories as tr
 
-    assert set(TRAJECTORY_KINDS) == set(TRAJECTORIES)
+    with pytest.raises(UserError, match="unknown kind 'zigzag'"):
+        get_recipe("black+objects", ["motion.trajectories={zigzag: 1}"])
+
+    @tr.register_trajectory("zigzag")
+    def zigzag(rng, T, m, size):
+        return np.stack([np.arange(T) * 3.0, (np.arange(T) % 2) * 5.0], axis=1)
+
+    try:
+        r = get_recipe("black+objects", ["motion.trajectories={zigzag: 1}"])
+        clip = render_clip(r, 0, 0, frames=4, size=64)
+        assert {o["trajectory"] for o in clip.meta["objects"]} == {"zigzag"}
+    finally:
+        del tr.TRAJECTORIES["zigzag"]   # leave the registry as the other tests expect it
 
 
 @pytest.mark.parametrize("T", [*LENGTHS, 20, 39])

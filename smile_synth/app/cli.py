@@ -1,6 +1,8 @@
 """The `smile-synth` command line."""
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import logging
 import os
 import sys
@@ -30,6 +32,88 @@ class Commands(click.Group):
             raise AppError(e.one_line()) from None
 
 
+# ---- defaults and choices come from the configs and registries, read when needed ----------------
+
+PRETRAIN = "training.config:PretrainConfig"
+GENERATE = "smile_synth.app.generate:GenerateConfig"
+EVAL = "eval.evaluate:EvalConfig"
+COMPARE = "eval.compare:CompareConfig"
+
+
+def _resolve(where: str):
+    module, name = where.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def config_default(where: str, field: str):
+    """The default of `field` in the dataclass at "module:Class" (written once, there); a
+    "module:CONSTANT" that is not a dataclass is itself the default."""
+    obj = _resolve(where)
+    if not dataclasses.is_dataclass(obj):
+        return obj
+    for f in dataclasses.fields(obj):
+        if f.name == field:
+            return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    raise KeyError(f"{where} has no field {field!r}")
+
+
+class ConfigOption(click.Option):
+    """An option whose default lives in a config dataclass ("module:Class"): the command receives None
+    when the option is not given, and --help shows the dataclass's default."""
+
+    def __init__(self, *args, config: str, field: str | None = None, **kwargs):
+        kwargs.setdefault("default", None)
+        super().__init__(*args, **kwargs)
+        self.config, self.field = config, field or self.name
+
+    def get_help_record(self, ctx):
+        record = super().get_help_record(ctx)
+        value = config_default(self.config, self.field)
+        if record is None or value is None or value is False:
+            return record
+        shown = ", ".join(map(str, value)) if isinstance(value, (tuple, list)) else value
+        return record[0], f"{record[1]}  [default: {shown}]".strip()
+
+
+def config_option(config: str):
+    """click.option factory for the options of one config dataclass."""
+    def option(*args, **kwargs):
+        return click.option(*args, cls=ConfigOption, config=config, **kwargs)
+    return option
+
+
+class RegistryChoice(click.Choice):
+    """click.Choice over the names of a registry ("module:NAME", a dict of name -> builder), imported
+    when first needed, so a new registration shows up in the CLI with no edit here."""
+
+    def __init__(self, where: str, extra: tuple[str, ...] = ()):
+        self.where, self.extra = where, extra
+        super().__init__((), case_sensitive=True)
+
+    @property
+    def choices(self):
+        return (*self.extra, *_resolve(self.where))
+
+    @choices.setter
+    def choices(self, value):   # click.Choice.__init__ assigns it; the registry is the source
+        pass
+
+
+class TaskStrideOption(click.Option):
+    """--stride, whose help lists each registered task's default stride."""
+
+    def get_help_record(self, ctx):
+        record = super().get_help_record(ctx)
+        tasks = _resolve("eval.tasks:TASKS")
+        defaults = ", ".join(f"{name} {t.default_stride}" for name, t in tasks.items())
+        return record[0], f"{record[1]}  [default: {defaults}]"
+
+
+def given(options: dict) -> dict:
+    """The options the user gave (None = not given: the config's default applies)."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def _default_workers() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -45,10 +129,10 @@ def _env_int(name: str, default: int) -> int:
         raise UserError(f"environment variable {name}={v!r} is not a whole number") from None
 
 
-def _load_recipe(recipe: str, overrides: tuple[str, ...]):
-    from generators.recipes import get_recipe
+def _load_recipe(recipe: str | None, overrides: tuple[str, ...]):
+    from generators.recipes import DEFAULT_RECIPE, get_recipe
 
-    return get_recipe(recipe, overrides)
+    return get_recipe(recipe or DEFAULT_RECIPE, overrides)
 
 
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -67,8 +151,9 @@ def recipes() -> None:
         click.echo(f"{name:17s} v{version}  {desc}")
 
 
-recipe_option = click.option("--recipe", "recipe", default="black+objects", show_default=True,
+recipe_option = click.option("--recipe", "recipe", cls=ConfigOption, config="generators.recipes:DEFAULT_RECIPE",
                              help="Recipe name (see `smile-synth recipes`) or a .yaml/.json file with `base:` and overrides.")
+generate_option = config_option(GENERATE)
 set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                           help="Override a recipe setting, e.g. --set objects.count=[1,3] (repeatable).")
 
@@ -78,24 +163,24 @@ set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALU
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output folder for shards.")
 @recipe_option
 @set_option
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--frames", type=int, default=16, show_default=True)
-@click.option("--size", type=int, default=224, show_default=True, help="Frame side in pixels (multiple of 16).")
+@generate_option("--seed", type=int)
+@generate_option("--frames", type=int)
+@generate_option("--size", type=int, help="Frame side in pixels (multiple of 16).")
 @click.option("--workers", type=int, default=None, help="Render processes [default: all cores].")
-@click.option("--shard-size", type=int, default=1000, show_default=True, help="Clips per shard.")
+@generate_option("--shard-size", type=int, help="Clips per shard.")
 @click.option("--rank", type=int, default=None, help="This machine's rank [default: $RANK or 0].")
 @click.option("--world-size", type=int, default=None, help="Number of machines [default: $WORLD_SIZE or 1].")
-@click.option("--codec", type=click.Choice(["h264", "jpeg"]), default="h264", show_default=True)
+@generate_option("--codec", type=RegistryChoice("smile_synth.video_io:CODECS"))
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def generate(n, out, recipe, overrides, seed, frames, size, workers, shard_size, rank, world_size, codec, quiet) -> None:
+def generate(n, out, recipe, overrides, workers, rank, world_size, quiet, **options) -> None:
     """Render N clips into WebDataset shards in OUT (resumable; split across ranks)."""
     from .generate import GenerateConfig
     from .generate import generate as run
 
-    cfg = GenerateConfig(n=n, out=out, recipe=_load_recipe(recipe, overrides), seed=seed, frames=frames, size=size,
-                         workers=_default_workers() if workers is None else workers, shard_size=shard_size,
+    cfg = GenerateConfig(n=n, out=out, recipe=_load_recipe(recipe, overrides),
+                         workers=_default_workers() if workers is None else workers,
                          rank=_env_int("RANK", 0) if rank is None else rank,
-                         world_size=_env_int("WORLD_SIZE", 1) if world_size is None else world_size, codec=codec)
+                         world_size=_env_int("WORLD_SIZE", 1) if world_size is None else world_size, **given(options))
     cfg.validate()
     m = run(cfg, progress=not quiet)
     state = "complete" if m["complete"] else f"{m['num_shards']}/{m['expected_shards']} shards (other ranks pending)"
@@ -174,27 +259,29 @@ def inspect(path, verify) -> None:
         click.echo(f"verify: OK, all {rep.clips} clips decode")
 
 
+pretrain_option = config_option(PRETRAIN)
+
+
 def source_options(f):
     """Which clips a run trains on and how their tokens are masked (shared by `pretrain` and `masks`)."""
+    option = pretrain_option
     options = [
-        click.option("--source", type=click.Choice(["synthetic", "natural", "mixed"]), default=None,
-                     help="Training clips: synthetic (shards or --recipe), natural videos, or a mix [synthetic]."),
-        click.option("--data", default=None, help="Shard folder (synthetic) or video list / folder (natural, mixed) "
-                     "[natural default: the real clips shipped in pip packages]."),
-        click.option("--recipe", default=None,
-                     help="Render synthetic clips of this recipe on the fly, no disk [mixed, when no --data]."),
-        click.option("--synthetic-data", default=None, help="mixed: synthetic shards instead of --recipe."),
-        click.option("--overlay", default=None,
-                     help="natural: overlay moving objects of this recipe (SMILE stage 1), e.g. overlay."),
-        click.option("--mix-ratio", type=float, default=None, help="mixed: share of synthetic clips [0.5]."),
-        click.option("--preset", default=None, help="Student: tiny, small, base or large [tiny]."),
-        click.option("--frames", type=int, default=None, help="Frames per clip [the preset's]."),
-        click.option("--size", type=int, default=None, help="Frame side in px [the preset's]."),
-        click.option("--mask-ratio", type=float, default=None, help="[0.8]"),
-        click.option("--traj-unmask-ratio", type=float, default=None, help="Share of object tokens left visible [0.1]."),
-        click.option("--object-threshold", type=float, default=None,
-                     help="A token is an object token when this share of its pixels is object [0.25]."),
-        click.option("--seed", type=int, default=None, help="[0]"),
+        option("--source", type=RegistryChoice("training.config:SOURCES"),
+               help="Training clips: synthetic (shards or --recipe), natural videos, or a mix."),
+        option("--data", help="Shard folder (synthetic) or video list / folder (natural, mixed) "
+               "[natural default: the real clips shipped in pip packages]."),
+        option("--recipe", help="Render synthetic clips of this recipe on the fly, no disk "
+               "[default when no --data: generators.recipes.DEFAULT_RECIPE, mixed]."),
+        option("--synthetic-data", help="mixed: synthetic shards instead of --recipe."),
+        option("--overlay", help="natural: overlay moving objects of this recipe (SMILE stage 1), e.g. overlay."),
+        option("--mix-ratio", type=float, help="mixed: share of synthetic clips."),
+        option("--preset", help="Student: tiny, small, base or large."),
+        option("--frames", type=int, help="Frames per clip [the preset's]."),
+        option("--size", type=int, help="Frame side in px [the preset's]."),
+        option("--mask-ratio", type=float, help="Share of tokens masked."),
+        option("--traj-unmask-ratio", type=float, help="Share of object tokens left visible."),
+        option("--object-threshold", type=float, help="A token is an object token when this share of its pixels is object."),
+        option("--seed", type=int),
         click.option("--config", "config_file", default=None,
                      help="YAML/JSON file of settings (keys as the options, with _); options override it."),
         click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
@@ -222,26 +309,27 @@ def pretrain_config(config_file, settings, options: dict, **fixed):
 
 @cli.command()
 @source_options
-@click.option("--target", type=click.Choice(["clip", "pixel"]), default=None, help="Reconstruct CLIP features or pixels [clip].")
-@click.option("--teacher", default=None, help="open_clip model of the teacher [ViT-B-16].")
-@click.option("--teacher-pretrained", default=None, help="open_clip tag, local weights file, or none (random; tests only) [openai].")
-@click.option("--mask", type=click.Choice(["auto", "tube", "traj"]), default=None,
-              help="tube, or tube+trajectory; auto = traj when the clips carry objects [auto].")
-@click.option("--multiple-sampling", is_flag=True, default=None, help="Two masks per clip per step, teacher run once.")
-@click.option("--steps", type=int, default=None, help="Optimizer steps.")
-@click.option("--epochs", type=float, default=None, help="Or passes over a finite dataset.")
-@click.option("--batch-size", type=int, default=None, help="Clips per process and step [8].")
-@click.option("--lr", type=float, default=None, help="Base lr, scaled by global batch / 256 [preset's: 1.5e-4; tiny 1.5e-3].")
-@click.option("--clip-grad", type=float, default=None, help="Clip the gradient norm to this.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=None, help="[auto: bf16 on GPU, fp32 on CPU]")
-@click.option("--compile", "compile", is_flag=True, default=None, help="torch.compile the student (for GPUs).")
-@click.option("--workers", type=int, default=None, help="DataLoader workers per process [2].")
-@click.option("--out", default=None, help="Run folder: checkpoints, log.jsonl, encoder.pt [runs/pretrain].")
-@click.option("--save-every", type=int, default=None, help="Checkpoint every N steps [1000].")
-@click.option("--keep-every", type=int, default=None, help="Also keep checkpoint-STEP.pt every N steps.")
-@click.option("--grad-checkpointing", is_flag=True, default=None, help="Recompute transformer blocks in backward: less memory, more time.")
-@click.option("--resume", default=None, help="auto (continue OUT/checkpoint.pt if any), none, or a checkpoint path [auto].")
-@click.option("--init", default=None, help="Start from these weights (e.g. stage 1's checkpoint for stage 2).")
+@pretrain_option("--target", type=RegistryChoice("training.targets:TARGETS"), help="What the student reconstructs.")
+@pretrain_option("--teacher", help="open_clip model of the teacher.")
+@pretrain_option("--teacher-pretrained", help="open_clip tag, local weights file, or none (random; tests only).")
+@pretrain_option("--mask", type=RegistryChoice("training.masking:MASKS", extra=("auto",)),
+                 help="tube, or tube+trajectory; auto = traj when the clips carry objects.")
+@pretrain_option("--multiple-sampling", is_flag=True, help="Two masks per clip per step, teacher run once.")
+@pretrain_option("--steps", type=int, help="Optimizer steps.")
+@pretrain_option("--epochs", type=float, help="Or passes over the dataset (on-the-fly clips: --set epoch_clips=N per epoch).")
+@pretrain_option("--batch-size", type=int, help="Clips per process and step.")
+@pretrain_option("--lr", type=float, help="Base lr, scaled by global batch / 256 [the preset's: 1.5e-4; tiny 1.5e-3].")
+@pretrain_option("--clip-grad", type=float, help="Clip the gradient norm to this.")
+@pretrain_option("--precision", type=RegistryChoice("training.config:PRECISIONS"), help="auto: bf16 on GPU, fp32 on CPU.")
+@pretrain_option("--compile", "compile", is_flag=True, help="torch.compile the student (for GPUs).")
+@pretrain_option("--workers", type=int, help="DataLoader workers per process.")
+@pretrain_option("--out", help="Run folder: checkpoints, log.jsonl, encoder.pt.")
+@pretrain_option("--save-every", type=int, help="Checkpoint every N steps.")
+@pretrain_option("--keep-every", type=int, help="Also keep checkpoint-STEP.pt every N steps.")
+@pretrain_option("--grad-checkpointing", is_flag=True, help="Recompute transformer blocks in backward: less memory, more time.")
+@pretrain_option("--max-bad-share", type=float, help="Stop when more than this share of samples is unreadable.")
+@pretrain_option("--resume", help="auto (continue OUT/checkpoint.pt if any), none, or a checkpoint path.")
+@pretrain_option("--init", help="Start from these weights (e.g. stage 1's checkpoint for stage 2).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def pretrain(config_file, settings, quiet, **options) -> None:
     """SMILE pretraining: masked CLIP-feature (or pixel) reconstruction with synthetic motion."""
@@ -273,12 +361,13 @@ def masks(config_file, settings, n, out, **options) -> None:
 
 def probe_options(f):
     """How examples are drawn and features pooled (shared by `eval` and `compare`)."""
+    option = config_option(EVAL)   # the same defaults as CompareConfig's (tests/test_cli_defaults.py)
     options = [
-        click.option("--test-data", default=None, help="Separate test list/folder [default: k folds by source video]."),
-        click.option("--folds", type=int, default=5, show_default=True, help="Folds by source video when there is no --test-data."),
-        click.option("--windows", type=int, default=8, show_default=True, help="Motion tasks: window positions per video."),
-        click.option("--clips", type=int, default=2, show_default=True, help="Labels task: temporal clips per video, averaged."),
-        click.option("--crops", type=int, default=3, show_default=True, help="Spatial crops per clip, averaged."),
+        option("--test-data", help="Separate test list/folder [default: k folds by source video]."),
+        option("--folds", type=int, help="Folds by source video when there is no --test-data."),
+        option("--windows", type=int, help="Motion tasks: window positions per video."),
+        option("--clips", type=int, help="Labels task: temporal clips per video, averaged."),
+        option("--crops", type=int, help="Spatial crops per clip, averaged."),
         click.option("--cache-dir", default=None,
                      help="Feature cache [$SMILE_SYNTH_CACHE or ~/.cache/smile-synth/features]; '' disables."),
         click.option("--quiet", is_flag=True, help="No progress output."),
@@ -288,8 +377,10 @@ def probe_options(f):
     return f
 
 
-TASK_CHOICE = click.Choice(["labels", "arrow-of-time", "speed"])
-PROBE_CHOICE = click.Choice(["linear", "knn"])
+TASK_CHOICE = RegistryChoice("eval.tasks:TASKS")
+PROBE_CHOICE = RegistryChoice("eval.probes:PROBES")
+eval_option = config_option(EVAL)
+compare_option = config_option(COMPARE)
 
 
 @cli.command("eval")
@@ -297,21 +388,18 @@ PROBE_CHOICE = click.Choice(["linear", "knn"])
 @click.option("--random-init", is_flag=True, help="No weights: the scratch baseline of --preset.")
 @click.option("--preset", default=None, help="tiny, small, base or large (needed for --random-init and VideoMAE files).")
 @click.option("--data", required=True, help="Video list ('path label' per line) or folder (one subfolder per class).")
-@click.option("--task", type=TASK_CHOICE, default="labels", show_default=True)
-@click.option("--probe", type=PROBE_CHOICE, default="linear", show_default=True)
+@eval_option("--task", type=TASK_CHOICE)
+@eval_option("--probe", type=PROBE_CHOICE)
 @click.option("--out", required=True, help="Folder for metrics.json.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Folds, the probe, and the random init.")
-@click.option("--stride", type=int, default=None, help="Frame stride [labels 4, arrow-of-time 2, speed 1 (x1, x2, x4)].")
+@eval_option("--seed", type=int, help="Folds, the probe, and the random init.")
+@click.option("--stride", type=int, default=None, cls=TaskStrideOption, help="Frame stride (speed: x1, x2, x4 of it).")
 @probe_options
-def evaluate(checkpoint, random_init, preset, data, task, probe, out, seed, stride, test_data, folds, windows, clips,
-             crops, cache_dir, quiet) -> None:
+def evaluate(out, quiet, **options) -> None:
     """Probe a frozen encoder: class labels, arrow of time or playback speed; writes OUT/metrics.json."""
     from eval.evaluate import EvalConfig, summary_line
     from eval.evaluate import evaluate as run
 
-    m = run(EvalConfig(data=data, test_data=test_data, checkpoint=checkpoint, random_init=random_init, preset=preset,
-                       task=task, probe=probe, out=out, seed=seed, folds=folds, stride=stride, windows=windows,
-                       clips=clips, crops=crops, cache_dir=cache_dir, progress=not quiet))
+    m = run(EvalConfig(out=out, progress=not quiet, **given(options)))
     click.echo(f"{summary_line(m)} -> {Path(out) / 'metrics.json'}")
 
 
@@ -320,24 +408,23 @@ def evaluate(checkpoint, random_init, preset, data, task, probe, out, seed, stri
               help="A pretraining output folder or checkpoint (repeatable; a name given k times = k seed replicates).")
 @click.option("--scratch", is_flag=True, help="Add the random-init baseline (same geometry as the runs).")
 @click.option("--data", default=None, help="Videos to evaluate on [none and no --run: the embedded default study].")
-@click.option("--task", "tasks", type=TASK_CHOICE, multiple=True, help="Repeatable [arrow-of-time and speed].")
-@click.option("--probe", "probes", type=PROBE_CHOICE, multiple=True, help="Repeatable [linear and knn].")
-@click.option("--seeds", type=int, default=3, show_default=True)
+@compare_option("--task", "tasks", type=TASK_CHOICE, multiple=True, help="Repeatable.")
+@compare_option("--probe", "probes", type=PROBE_CHOICE, multiple=True, help="Repeatable.")
+@compare_option("--seeds", type=int)
 @click.option("--preset", default=None, help="Scratch's preset when no --run gives one.")
-@click.option("--steps", type=int, default=600, show_default=True, help="Embedded default: pretraining steps per run.")
+@compare_option("--steps", type=int, help="Embedded default: pretraining steps per run.")
 @click.option("--out", required=True, help="Folder for report.md, report.csv, report.png.")
 @probe_options
-def compare(runs, scratch, data, tasks, probes, seeds, preset, steps, out, test_data, folds, windows, clips, crops,
-            cache_dir, quiet) -> None:
+def compare(runs, scratch, data, tasks, probes, out, cache_dir, quiet, **options) -> None:
     """Pretrained encoders (and scratch) side by side over seeds; with no --run/--data, the embedded study."""
     from eval.compare import CompareConfig, parse_run
     from eval.compare import compare as run
 
-    cfg = CompareConfig(runs=tuple(parse_run(r) for r in runs), scratch=scratch, data=data, test_data=test_data,
-                        seeds=seeds, preset=preset, steps=steps, out=out, folds=folds, windows=windows, clips=clips,
-                        crops=crops, cache_dir=cache_dir if cache_dir is not None else (str(Path(out) / "features")
-                                                                                       if not runs and not data else None),
-                        progress=not quiet, **({"tasks": tasks} if tasks else {}), **({"probes": probes} if probes else {}))
+    if cache_dir is None and not runs and not data:   # the embedded study keeps its features beside its report
+        cache_dir = str(Path(out) / "features")
+    cfg = CompareConfig(runs=tuple(parse_run(r) for r in runs), scratch=scratch, data=data, out=out, cache_dir=cache_dir,
+                        progress=not quiet, **({"tasks": tasks} if tasks else {}), **({"probes": probes} if probes else {}),
+                        **given(options))
     folder = run(cfg)
     click.echo(f"wrote {folder / 'report.md'}, report.csv and report.png")
     if not quiet:
