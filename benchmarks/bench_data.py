@@ -20,8 +20,8 @@ from bench_train import measure
 from torch.utils.data import DataLoader
 
 from generators.recipes import get_recipe
+from smile_synth.video import natural_items
 from training.data import BatchStream, NaturalSource, RenderSource, ShardSource
-from training.natural import natural_items
 
 BATCH = 8
 

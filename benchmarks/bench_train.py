@@ -20,13 +20,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from training import layers
-from training.layers import Attention, flops_per_token_matmul
+from training.layers import Attention, Linear, flops_per_token_matmul
 from training.masking import masked_count, tube_mask
-from training.models import build_student, count_parameters
+from training.models import build_student, count_parameters, loss_fn
 from training.optim import build_optimizer
 from training.targets import normalize, pixel_targets
-from training.trainer import loss_fn
 
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}   # dense bf16 tensor-core peaks
 
@@ -58,9 +56,8 @@ def measure(args, reference: bool, device: torch.device) -> dict:
                           **({"size": args.size} if args.size else {})).to(device)
     c = model.cfg
     saved = Attention.forward
-    if reference:   # the reference formulation: explicit attention, framework-default (MKL) linears
+    if reference:   # the reference formulation: explicit attention
         Attention.forward = explicit_attention
-        layers.ONEDNN_LINEAR = False
     try:
         opt = build_optimizer(model, 1e-4)
         amp = torch.bfloat16 if device.type == "cuda" or args.precision == "bf16" else None
@@ -71,7 +68,11 @@ def measure(args, reference: bool, device: torch.device) -> dict:
             w, L = teacher.width, teacher.grid[0] * teacher.grid[1] + 1
             teacher_flops = c.grid[0] * (flops_per_token_matmul(w, len(teacher.visual.transformer.resblocks), L) * L
                                          + 2.0 * 3 * 16 * 16 * w * L)
-            model.decoder.head = torch.nn.Linear(c.decoder_dim, w).to(device)
+            model.decoder.head = Linear(c.decoder_dim, w).to(device)
+        if reference:   # and framework-default (MKL) linears
+            for m in model.modules():
+                if isinstance(m, Linear):
+                    m.fast = False
         video = torch.rand(args.batch_size, 3, c.frames, c.size, c.size, device=device)
         gen = torch.Generator().manual_seed(0)
         mask = tube_mask(args.batch_size, c.grid, 0.8, gen).to(device)
@@ -116,7 +117,6 @@ def measure(args, reference: bool, device: torch.device) -> dict:
         return out
     finally:
         Attention.forward = saved
-        layers.ONEDNN_LINEAR = True
 
 
 def main() -> None:

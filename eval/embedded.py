@@ -17,7 +17,7 @@ import numpy as np
 
 from smile_synth.atomic import replacing
 from smile_synth.errors import UserError
-from training.natural import decode_frames, video_length
+from smile_synth.video import decode_frames, video_length
 
 PRETRAIN_SHARE = 0.4
 GAP = 8          # frames dropped between the two parts so that no clip straddles them

@@ -13,14 +13,12 @@ import numpy as np
 import torch
 
 from smile_synth.errors import UserError
-from training.natural import VideoItem, read_video_list
+from smile_synth.video import VideoItem, read_video_list
 
 from .features import ExampleSpec, FeatureSet, cached_extract, file_identity
 from .probes import PROBES, probe_scores, topk_accuracy
 from .splits import check_disjoint, group_folds
-from .tasks import CLASS_NAMES, TASKS
-
-DEFAULT_STRIDE = {"labels": 4, "arrow-of-time": 2, "speed": 1}   # speed samples at 1x, 2x, 4x of this
+from .tasks import TASKS
 
 
 def default_cache_dir() -> Path:
@@ -43,12 +41,12 @@ class EvalConfig:
     random_init: bool = False
     preset: str | None = None            # needed for VideoMAE checkpoints and --random-init
     test_data: str | None = None         # separate test list; else k-fold by source video
-    task: str = "arrow-of-time"
+    task: str = "labels"
     probe: str = "linear"
     out: str | None = None
     seed: int = 0                        # folds, the probe's inner CV, the random init
     folds: int = 5
-    stride: int | None = None            # None = DEFAULT_STRIDE[task]
+    stride: int | None = None            # None = the task's default_stride (eval/tasks.py)
     windows: int = 8
     clips: int = 2
     crops: int = 3
@@ -73,7 +71,7 @@ class EvalConfig:
 
     @property
     def sampling_stride(self) -> int:
-        return self.stride or DEFAULT_STRIDE[self.task]
+        return self.stride or TASKS[self.task].default_stride
 
 
 # ---------------------------------------------------------------------------------------- encoder
@@ -103,7 +101,7 @@ def encoder_source(checkpoint: str | None, preset: str | None, seed: int, like=N
 
 def labelled_items(data: str, task: str, what: str = "--data") -> list[VideoItem]:
     items = read_video_list(data)
-    if task == "labels":
+    if TASKS[task].needs_labels:
         missing = sum(it.label is None for it in items)
         if missing:
             raise UserError(f"{what} {data}: {missing} of {len(items)} videos have no label; --task labels needs "
@@ -169,7 +167,7 @@ def probe_metrics(train: FeatureSet, test: FeatureSet | None, task: str, probe: 
         "top5": topk_accuracy(scores, labels, 5) if n_classes > 5 else None,
         "chance": float(counts.max() / counts.sum()),
         "per_fold_top1": per_fold,
-        "classes": list(CLASS_NAMES.get(task, range(n_classes))),
+        "classes": list(TASKS[task].class_names or range(n_classes)),
         "n_train_clips": n_train, "n_test_clips": len(labels),
         "n_videos": len(set(train.items.tolist())) + (len(set(test.items.tolist())) if test is not None else 0),
     }

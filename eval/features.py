@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from smile_synth.atomic import replacing
-from training.natural import BadVideo, VideoItem, decode_frames, video_length
+from smile_synth.video import BadVideo, VideoItem, decode_frames, video_length
 from training.targets import normalize, to_unit_video
 
 from .tasks import Example, task_examples

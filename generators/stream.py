@@ -1,8 +1,9 @@
 """ClipStream: fresh clips rendered on the fly, never touching disk, for the trainer.
 
-Global clip indices start, start+1, ... are dealt round-robin over (rank, DataLoader worker)
-pairs, so every index is rendered exactly once across all of them and each clip is still the
-pure function of (recipe, seed, index) that render_clip defines.
+clip(i) is clip i of (recipe, seed), the pure function render_clip defines; the one place clips are
+rendered by index (the trainer's RenderSource asks it for clip g). Iterated, global clip indices
+start, start+1, ... are dealt round-robin over (rank, DataLoader worker) pairs, so every index is
+rendered exactly once across all of them.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import Any, Callable, Iterator
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
+
+from smile_synth.clip import Clip
 
 from .recipes import Recipe, get_recipe
 from .render import check_geometry, prepare, render_clip
@@ -40,6 +43,10 @@ class ClipStream(IterableDataset):
         self.rank, self.world_size = rank, world_size
         prepare(self.recipe, seed, size)  # bad folders fail here; forked DataLoader workers share the banks
 
+    def clip(self, i: int) -> Clip:
+        """Clip i: render_clip(recipe, seed, i, frames, size)."""
+        return render_clip(self.recipe, self.seed, i, self.frames, self.size)
+
     def indices(self, worker: int = 0, num_workers: int = 1) -> Iterator[int]:
         """Clip indices this (rank, worker) renders."""
         rank, world = _rank_world()
@@ -57,5 +64,5 @@ class ClipStream(IterableDataset):
         worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
         prepare(self.recipe, self.seed, self.size)  # no-op where the banks came with the fork
         for i in self.indices(worker, num_workers):
-            clip = render_clip(self.recipe, self.seed, i, self.frames, self.size)
+            clip = self.clip(i)
             yield self.transform(clip) if self.transform else clip

@@ -14,10 +14,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
+import re
 import tarfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,24 @@ from .video_io import DEFAULT_CODEC, ClipEncoder, Codec, decode_video
 SHARD_GLOB = "shard-*.tar"
 MANIFEST = "manifest.json"
 DATASET = "dataset.json"
+MEMBER = re.compile(r"^(?P<key>\d{9,})\.(?P<ext>[a-z0-9]+(\.[a-z0-9]+)*)$")   # 000000123.video.h264
+# errors a damaged, truncated or foreign tar can raise while it is read
+SHARD_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error)
+log = logging.getLogger(__name__)
+
+
+class BadShard(ValueError):
+    """A shard (or one of its members) that cannot be read; the message names it and why."""
+
+
+def fingerprint(spec: dict[str, Any]) -> str:
+    """Short digest of a dataset's spec (everything in dataset.json that defines the content).
+    Every shard's sidecar records it, so shards of another dataset are never adopted."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def sidecar_path(shard: Path) -> Path:
+    return Path(shard).with_suffix(".json")
 
 
 def shard_name(shard_id: int) -> str:
@@ -69,7 +89,9 @@ def decode_sample(sample: dict[str, bytes]) -> Clip:
         for member, digest in meta.pop("checksums", {}).items():
             if checksum(sample[member]) != digest:
                 raise ValueError(f"{member} does not match its checksum (corrupted bytes)")
-        ext = next(k for k in sample if k.startswith("video."))
+        ext = next((k for k in sample if k.startswith("video.")), None)
+        if ext is None:
+            raise ValueError(f"no video member (has {', '.join(sorted(sample)) or 'nothing'})")
         video = decode_video(sample[ext], ext.split(".", 1)[1])
         T, H, W = video.shape[:3]
         if T != meta["frames"] or [H, W] != meta["size"]:
@@ -80,7 +102,9 @@ def decode_sample(sample: dict[str, bytes]) -> Clip:
             raise ValueError(f"masks hold {bits.size * 8} bits, expected {K * T * H * W}")
         masks = np.unpackbits(bits, count=K * T * H * W).view(bool).reshape(K, T, H, W)
         boxes = np.load(io.BytesIO(sample["boxes.npy"]), allow_pickle=False)
-    except (KeyError, StopIteration, json.JSONDecodeError, OSError, zlib.error) as e:
+    except KeyError as e:
+        raise ValueError(f"incomplete sample: no {e.args[0]!r} member") from None
+    except (json.JSONDecodeError, OSError, zlib.error) as e:
         raise ValueError(f"incomplete sample: {type(e).__name__} {e}") from None
     return Clip(video, masks, boxes, meta)
 
@@ -117,13 +141,21 @@ class ShardWriter:
         self.tmp.unlink(missing_ok=True)
 
 
+def member_key(name: str) -> str:
+    """The sample key of a member name; BadShard with a plain reason for a name this format never writes."""
+    m = MEMBER.match(Path(name).name)
+    if m is None:
+        raise BadShard(f"member {name!r} is not named KEY.EXT with a 9-digit sample key (not a smile-synth shard?)")
+    return m["key"]
+
+
 def _grouped_members(tar: tarfile.TarFile) -> Iterator[tuple[str, list[tarfile.TarInfo]]]:
     """(key, file members) of each sample, in tar order (a sample's members are adjacent)."""
     key, members = None, []
     for m in tar:
         if not m.isfile():
             continue
-        k = Path(m.name).name.partition(".")[0]
+        k = member_key(m.name)
         if k != key and members:
             yield key, members
             members = []
@@ -138,22 +170,49 @@ def _read_members(tar: tarfile.TarFile, members: list[tarfile.TarInfo]) -> dict[
     return {Path(m.name).name.partition(".")[2]: tar.extractfile(m).read() for m in members}
 
 
-def iter_samples(path: str | Path) -> Iterator[tuple[str, str, dict[str, bytes]]]:
-    """(shard name, key, {extension: bytes}) for every sample of a shard or shard directory."""
+def warn_bad_shard(shard: Path, reason: str) -> None:
+    log.warning("skipping unreadable shard %s: %s", shard, reason)
+
+
+def _shard_reason(e: Exception) -> str:
+    text = " ".join(str(e).split())
+    return text if isinstance(e, BadShard) else f"{type(e).__name__}: {text or 'truncated or not a tar file'}"
+
+
+def iter_samples(path: str | Path, on_bad: Callable[[Path, str], None] | None = warn_bad_shard
+                 ) -> Iterator[tuple[str, str, dict[str, bytes]]]:
+    """(shard name, key, {extension: bytes}) for every sample of a shard or shard directory.
+
+    A truncated, empty or garbage shard is reported to `on_bad(shard, reason)` (default: a warning
+    naming it) and skipped from the point it breaks; the samples before that point are still yielded.
+    on_bad=None raises BadShard instead."""
     for shard in shard_paths(path):
+        try:
+            with tarfile.open(shard, "r") as tar:
+                for key, members in _grouped_members(tar):
+                    yield shard.name, key, _read_members(tar, members)
+        except (*SHARD_ERRORS, BadShard) as e:
+            if on_bad is None:
+                raise BadShard(f"{shard.name}: {_shard_reason(e)}") from None
+            on_bad(shard, _shard_reason(e))
+
+
+def sample_spans(shard: Path) -> list[tuple[str, int, int]]:
+    """(key, start, end): the byte span of each sample of one shard, from the tar headers only
+    (for random access with read_sample_at). BadShard naming the shard when it cannot be indexed."""
+    spans = []
+    try:
         with tarfile.open(shard, "r") as tar:
             for key, members in _grouped_members(tar):
-                yield shard.name, key, _read_members(tar, members)
-
-
-def sample_spans(shard: Path) -> Iterator[tuple[str, int, int]]:
-    """(key, start, end): the byte span of each sample of one shard, from the tar headers only
-    (for random access with read_sample_at)."""
-    with tarfile.open(shard, "r") as tar:
-        for key, members in _grouped_members(tar):
-            last = members[-1]
-            end = last.offset_data + -(-last.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
-            yield key, members[0].offset, end
+                last = members[-1]
+                end = last.offset_data + -(-last.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+                spans.append((key, members[0].offset, end))
+    except (*SHARD_ERRORS, BadShard) as e:
+        raise BadShard(f"{Path(shard).name}: {_shard_reason(e)}") from None
+    size = Path(shard).stat().st_size
+    if spans and spans[-1][2] > size:   # headers survived but the data was cut off
+        raise BadShard(f"{Path(shard).name}: truncated ({size} bytes, samples need {spans[-1][2]})")
+    return spans
 
 
 def read_sample_at(shard: Path, start: int, end: int) -> dict[str, bytes]:
@@ -177,9 +236,10 @@ def shard_paths(path: str | Path) -> list[Path]:
     return sorted(p.glob(SHARD_GLOB))
 
 
-def iter_clips(path: str | Path) -> Iterator[Clip]:
-    """Read a shard directory (or one shard) back as Clips, in index order within each shard."""
-    for _, _, sample in iter_samples(path):
+def iter_clips(path: str | Path, on_bad: Callable[[Path, str], None] | None = warn_bad_shard) -> Iterator[Clip]:
+    """Read a shard directory (or one shard) back as Clips, in index order within each shard.
+    Unreadable shards go to `on_bad` (see iter_samples); a corrupt sample raises ValueError."""
+    for _, _, sample in iter_samples(path, on_bad):
         yield decode_sample(sample)
 
 

@@ -37,7 +37,7 @@ from eval.tasks import (
     task_examples,
 )
 from smile_synth.errors import UserError
-from training.natural import VideoItem, decode_frames
+from smile_synth.video import VideoItem, decode_frames
 
 FAST = {"windows": 2, "crops": 1, "progress": False}   # motion tasks: 2 windows x (forward, reversed), 1 crop
 

@@ -222,3 +222,30 @@ def test_masker_multiple_sampling_gives_different_masks():
         first, second = masker(coverage, 4, g), masker(coverage, 4, g)
         assert first.sum(1).tolist() == second.sum(1).tolist() == [masked_count(grid, 0.8)] * 4
         assert (first != second).any(dim=1).all(), kind
+
+
+# ---- the registry of mask kinds ------------------------------------------------------------------
+
+def test_mask_kinds_are_registered_and_auto_resolves():
+    from training.masking import MASKS, mask_choices, resolve_mask_kind
+    assert tuple(MASKS) == ("tube", "traj")
+    assert mask_choices() == ("auto", "tube", "traj")
+    assert resolve_mask_kind("auto", has_objects=True) == "traj"
+    assert resolve_mask_kind("auto", has_objects=False) == "tube"
+    assert resolve_mask_kind("tube", has_objects=True) == "tube"
+    with pytest.raises(ValueError, match="unknown mask kind 'auto'"):
+        TrajectoryMasker(MaskSpec("auto"), (2, 4, 4))
+
+
+def test_a_registered_mask_kind_is_a_cli_choice_and_a_masker(monkeypatch):
+    from training import masking
+    from training.config import PretrainConfig
+
+    def everything(spec, grid):
+        return lambda coverage, batch, generator=None: torch.ones(batch, math.prod(grid), dtype=torch.bool)
+
+    monkeypatch.setitem(masking.MASKS, "everything", everything)
+    assert masking.mask_choices()[-1] == "everything"
+    cfg = PretrainConfig(recipe="black+objects", steps=1, mask="everything").validate()
+    assert cfg.mask_kind == "everything"
+    assert TrajectoryMasker(MaskSpec("everything"), (2, 2, 2))(None, 3).all()

@@ -14,12 +14,13 @@ import torch
 from conftest import REPO, assert_user_error, recipe, run_cli
 
 from smile_synth.errors import UserError
-from training import trainer
+from training import engine, trainer
 from training.checkpoint import load_weights
 from training.config import PretrainConfig
 from training.data import BatchStream, RenderSource
 from training.masking import MaskSpec, TrajectoryMasker
 from training.models import build_student
+from training.targets import build_target
 
 FRAMES, SIZE = 4, 32          # token grid (2, 2, 2)
 
@@ -40,22 +41,22 @@ def ckpt(out, name="checkpoint.pt") -> dict:
 
 
 class Patched:
-    """A wrapper of trainer.train_step: counts calls, can fail or poison the loss at call n, records args."""
+    """A wrapper of engine.train_step: counts calls, can fail or poison the loss at call n, records args."""
 
     def __init__(self, raise_at: int | None = None, nan_at: int | None = None):
-        self.original = trainer.train_step
+        self.original = engine.train_step
         self.calls, self.raise_at, self.nan_at = 0, raise_at, nan_at
         self.first_model_state = None
         self.batches = []
 
-    def __call__(self, model, targets, masker, batch, cfg, device, amp, gen):
+    def __call__(self, model, target, masker, batch, cfg, device, amp, gen):
         self.calls += 1
         if self.calls == 1:
             self.first_model_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self.batches.append(batch)
         if self.calls == self.raise_at:
             raise RuntimeError("simulated crash")
-        loss = self.original(model, targets, masker, batch, cfg, device, amp, gen)
+        loss = self.original(model, target, masker, batch, cfg, device, amp, gen)
         if self.calls == self.nan_at:
             loss = loss * float("nan")
         return loss
@@ -111,7 +112,7 @@ def test_resume_equals_a_straight_run(tmp_path, monkeypatch):
     # drop_path: the stochastic depth noise must be reproducible too
     trainer.pretrain(config(straight, steps=6, save_every=3, drop_path=0.2))
     patched = Patched(raise_at=4)
-    monkeypatch.setattr(trainer, "train_step", patched)
+    monkeypatch.setattr(engine, "train_step", patched)
     with pytest.raises(RuntimeError, match="simulated crash"):
         trainer.pretrain(config(crashed, steps=6, save_every=3, drop_path=0.2))
     monkeypatch.undo()
@@ -156,7 +157,7 @@ def test_resume_from_a_missing_checkpoint_path(tmp_path):
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     out = tmp_path / "run"
-    monkeypatch.setattr(trainer, "train_step", Patched(nan_at=5))
+    monkeypatch.setattr(engine, "train_step", Patched(nan_at=5))
     with pytest.raises(UserError, match="nan"):
         trainer.pretrain(config(out, steps=8, save_every=2))
     c = ckpt(out)
@@ -202,7 +203,7 @@ def test_init_from_stage1(stage1, tmp_path, monkeypatch, weights):
     out1, _ = stage1
     first = ckpt(out1)["model"]
     patched = Patched()
-    monkeypatch.setattr(trainer, "train_step", patched)
+    monkeypatch.setattr(engine, "train_step", patched)
     info = trainer.pretrain(config(tmp_path / "stage2", steps=2, mask="tube", init=str(out1 / weights), seed=5))
     assert info["mask"] == "tube"
     start = patched.first_model_state
@@ -228,7 +229,7 @@ def test_natural_run_with_overlay_and_trajectory_masks(tmp_path, test_videos, mo
     listing = tmp_path / "videos.txt"
     listing.write_text("\n".join(str(p) for p in test_videos) + "\n")
     patched = Patched()
-    monkeypatch.setattr(trainer, "train_step", patched)
+    monkeypatch.setattr(engine, "train_step", patched)
     info = trainer.pretrain(config(tmp_path / "run", source="natural", recipe=None, data=str(listing),
                                    overlay="overlay", mask="traj", steps=2, sampling_rate=2))
     assert info["source"] == "natural" and info["overlay"] == "overlay" and info["mask"] == "traj"
@@ -240,7 +241,7 @@ def test_multiple_sampling_uses_two_different_masks(monkeypatch):
     cfg = config("unused", multiple_sampling=True, mask="tube", size=64)
     torch.manual_seed(0)
     model = build_student("tiny", size=64, frames=FRAMES)                 # token grid (2, 4, 4)
-    targets = trainer.Targets(cfg, model.cfg.grid, 2, 16, torch.device("cpu"))
+    target = build_target(cfg, model.cfg.grid, 2, 16, torch.device("cpu"))
     masker = TrajectoryMasker(MaskSpec("tube", 0.5), model.cfg.grid)
     batch = BatchStream(RenderSource(recipe("black+objects"), FRAMES, 64), 3, 2, 16).batch(0)
     seen = {}
@@ -249,8 +250,8 @@ def test_multiple_sampling_uses_two_different_masks(monkeypatch):
         seen.update(video=video, target=target, mask=mask)
         return video.sum() * 0
 
-    monkeypatch.setattr(trainer, "loss_fn", capture)
-    trainer.train_step(model, targets, masker, batch, cfg, torch.device("cpu"), None, torch.Generator().manual_seed(1))
+    monkeypatch.setattr(engine, "loss_fn", capture)
+    engine.train_step(model, target, masker, batch, cfg, torch.device("cpu"), None, torch.Generator().manual_seed(1))
     video, target, mask = seen["video"], seen["target"], seen["mask"]
     assert video.shape[0] == target.shape[0] == mask.shape[0] == 6
     assert torch.equal(video[:3], video[3:]) and torch.equal(target[:3], target[3:])

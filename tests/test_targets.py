@@ -240,3 +240,39 @@ def test_load_teacher_rejects_files_that_are_not_its_weights(tmp_path):
     garbage.write_bytes(b"this is not a checkpoint" * 10)
     with pytest.raises(UserError, match="garbage.pt"):
         load_teacher("ViT-S-16", str(garbage), 2, (7, 7))
+
+
+# ---- the registry of targets ---------------------------------------------------------------------
+
+def test_targets_are_registered_by_name():
+    from training.config import PretrainConfig
+    from training.targets import TARGETS, build_target
+    assert tuple(TARGETS) == ("clip", "pixel")
+    cfg = PretrainConfig(recipe="black+objects", steps=1, target="pixel").validate()
+    target = build_target(cfg, (2, 2, 2), 2, 16, torch.device("cpu"))
+    assert target.dim == 3 * 2 * 16 * 16
+    video = torch.rand(2, 3, 4, 32, 32)
+    assert torch.equal(target(video), pixel_targets(video, 2, 16))
+
+
+def test_a_registered_target_is_a_cli_choice(monkeypatch):
+    from training import targets
+    from training.config import PretrainConfig
+
+    class Mean:
+        dim = 3
+
+        def __call__(self, video):
+            return video.mean(dim=(2, 3, 4))[:, None].expand(-1, 8, -1)
+
+    monkeypatch.setitem(targets.TARGETS, "mean", None)           # so that undo() removes it again
+
+    @targets.register_target("mean")
+    def mean_target(cfg, grid, tubelet, patch, device):
+        return Mean()
+
+    cfg = PretrainConfig(recipe="black+objects", steps=1, target="mean").validate()
+    assert targets.build_target(cfg, (2, 2, 2), 2, 16, torch.device("cpu")).dim == 3
+    monkeypatch.undo()
+    with pytest.raises(UserError, match="--target 'mean' is not one of clip, pixel"):
+        PretrainConfig(recipe="black+objects", steps=1, target="mean").validate()

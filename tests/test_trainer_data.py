@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader
 
 from smile_synth.errors import UserError
 from smile_synth.shards import iter_clips
+from smile_synth.video import VideoItem
 from training.data import (
     MAX_ATTEMPTS,
     BadSample,
@@ -21,7 +22,6 @@ from training.data import (
     fit_clip,
 )
 from training.masking import object_token_coverage
-from training.natural import VideoItem
 
 FRAMES, SIZE = 4, 32
 

@@ -1,10 +1,20 @@
 """Checkpoints: atomic writes, resume, and loading weights from ours or VideoMAE/SMILE files.
 
 A checkpoint is {"model", "optimizer", "scaler", "step", "config", "student", "summary"}; `encoder.pt`
-is {"model": encoder weights with VideoMAE fine-tuning names, "student", "summary"}.
+is {"model": encoder weights with VideoMAE fine-tuning names, "student", "summary"}; `encoder.safetensors`
+holds the same weights, with "student" and "summary" as JSON strings in its metadata header.
+
+Reading never runs code: every file goes through `read_checkpoint`, which unpickles with
+`weights_only=True` (tensors and plain containers only, plus the allow-listed `SAFE_TYPES` that released
+VideoMAE/SMILE checkpoints pickle) or reads safetensors; anything else is refused with one UserError.
 """
 from __future__ import annotations
 
+import argparse
+import contextlib
+import json
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +26,10 @@ from smile_synth.errors import UserError
 
 CHECKPOINT = "checkpoint.pt"
 ENCODER = "encoder.pt"
+ENCODER_SAFETENSORS = "encoder.safetensors"
+SAFETENSORS_SUFFIX = ".safetensors"
+# types besides tensors and plain containers that a checkpoint may pickle: VideoMAE/SMILE's `args` entry
+SAFE_TYPES: tuple[type, ...] = (argparse.Namespace,)
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
@@ -24,16 +38,125 @@ def save_atomic(obj: Any, path: str | Path) -> None:
         torch.save(obj, tmp)
 
 
+def save_encoder(out_dir: str | Path, state_dict: dict[str, torch.Tensor], student: dict,
+                 summary: dict) -> tuple[Path, Path]:
+    """Write OUT/encoder.pt and OUT/encoder.safetensors (each whole or not at all) holding the encoder
+    weights `state_dict` (VideoMAE fine-tuning names, e.g. `encoder_state_dict(model)`), the student config
+    `student` (`dataclasses.asdict(StudentConfig)`) and the pretraining `summary`. Returns both paths."""
+    out = Path(out_dir)
+    weights = {k: v.detach().cpu() for k, v in state_dict.items()}
+    save_atomic({"model": weights, "student": dict(student), "summary": dict(summary)}, out / ENCODER)
+    save_safetensors(weights, out / ENCODER_SAFETENSORS, student=student, summary=summary)
+    return out / ENCODER, out / ENCODER_SAFETENSORS
+
+
+def save_safetensors(state_dict: dict[str, torch.Tensor], path: str | Path, student: dict | None = None,
+                     summary: dict | None = None) -> None:
+    """`state_dict` as a .safetensors file at `path`, written atomically; `student` and `summary` (JSON-able
+    dicts) go into its metadata header as JSON strings, so `load_encoder` knows the geometry."""
+    from safetensors.torch import save_file
+
+    tensors, seen = {}, set()
+    for k, v in state_dict.items():
+        v = v.detach().cpu().contiguous()
+        ptr = v.untyped_storage().data_ptr()
+        if v.numel() and ptr in seen:   # safetensors refuses tensors that share memory
+            v = v.clone()
+        seen.add(ptr)
+        tensors[k] = v
+    metadata = {"format": "pt"}
+    for key, value in (("student", student), ("summary", summary)):
+        if value is not None:
+            metadata[key] = json.dumps(value, sort_keys=True)
+    with replacing(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def resolve_weights_file(path: str | Path) -> Path:
+    """The file to read for `path`: the path itself; for a run folder its encoder.pt, else its
+    encoder.safetensors, else its checkpoint.pt; and a missing OUT/encoder.pt or OUT/checkpoint.pt is
+    OUT/encoder.safetensors when that exists (a run folder shipped with its safetensors file only)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in (ENCODER, ENCODER_SAFETENSORS, CHECKPOINT):
+            if (path / name).is_file():
+                return path / name
+        return path / CHECKPOINT
+    if not path.exists() and path.name in (ENCODER, CHECKPOINT) and (path.parent / ENCODER_SAFETENSORS).is_file():
+        return path.parent / ENCODER_SAFETENSORS
+    return path
+
+
 def read_checkpoint(path: str | Path) -> dict:
+    """The contents of a checkpoint file (ours, VideoMAE/SMILE's, a bare state dict, or .safetensors) as a
+    dict, on the CPU. Never runs code from the file: a pickle holding anything but tensors, plain containers
+    and SAFE_TYPES is refused with one UserError naming the file and the type."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist; give an existing .pt file")
+        raise UserError(f"checkpoint {path} does not exist; give an existing .pt or .safetensors file")
+    if path.suffix == SAFETENSORS_SUFFIX:
+        return _read_safetensors(path)
+    allow = getattr(torch.serialization, "safe_globals", None)   # torch >= 2.5; older: plain weights_only
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        with allow(list(SAFE_TYPES)) if allow is not None else contextlib.nullcontext():
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only load failed" in str(e).lower():
+            raise UserError(_refusal(path, e)) from None
+        raise UserError(f"cannot read checkpoint {path}: {_first_line(e)}") from None
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file to the user
-        raise UserError(f"cannot read checkpoint {path}: {str(e).splitlines()[0][:160]}") from None
+        raise UserError(f"cannot read checkpoint {path}: {_first_line(e)}") from None
     if not isinstance(ckpt, dict):
         raise UserError(f"{path} is not a checkpoint (a dict of weights)")
+    return ckpt
+
+
+def read_resume_checkpoint(path: str | Path) -> dict:
+    """read_checkpoint() of a file to resume training from: it must hold the full training state
+    (model, optimizer, scaler, step), else one UserError that points to --init."""
+    ckpt = read_checkpoint(path)
+    missing = [k for k in ("model", "optimizer", "scaler", "step") if k not in ckpt]
+    if missing:
+        raise UserError(f"cannot resume {path}: it holds no {missing[0]} (weights only, e.g. encoder.pt or a "
+                        "VideoMAE/SMILE file?); start from it with --init, or --resume a run's checkpoint.pt")
+    return ckpt
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+
+
+def _refusal(path: Path, e: Exception) -> str:
+    """One line: `path` pickles a type weights_only loading does not allow, and how to convert the file."""
+    text = str(e)
+    found = (re.search(r"GLOBAL\s+([\w.]+)", text) or re.search(r"Unsupported (?:class|global):?\s+([\w.]+)", text))
+    what = f"unexpected type {found.group(1)}" if found else "objects that are not tensors or plain containers"
+    return (f"refusing to load {path}: it pickles {what}, and unpickling that could run code. If you trust the "
+            f"file, convert it in a trusted Python session: sd = torch.load('{path}', weights_only=False)['model'] "
+            "(the entry holding the weights), then torch.save({'model': sd}, 'clean.pt') or "
+            "safetensors.torch.save_file(sd, 'clean.safetensors'), and pass the new file")
+
+
+def _read_safetensors(path: Path) -> dict:
+    """A .safetensors file as {"model": tensors, "student"?, "summary"?} (the latter from its metadata)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            weights = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001 - a bad header or truncated file is a bad file to the user
+        raise UserError(f"cannot read checkpoint {path}: {_first_line(e)}") from None
+    ckpt: dict[str, Any] = {"model": weights}
+    for key in ("student", "summary"):
+        if key in metadata:
+            try:
+                value = json.loads(metadata[key])
+            except ValueError:
+                value = None
+            if not isinstance(value, dict):
+                raise UserError(f"{path}: its metadata entry {key!r} is not a JSON object; re-save the file")
+            ckpt[key] = value
     return ckpt
 
 
@@ -66,7 +189,8 @@ def matching_weights(path: str | Path, weights: dict[str, torch.Tensor], own: di
 def load_weights(model: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
     """Load what matches into `model` (a PretrainVideoTransformer); the decoder head may differ (another
     target). Encoder-only files get their "encoder." prefix back. Returns (missing, unexpected) names;
-    other shape mismatches raise UserError."""
+    other shape mismatches raise UserError. `path` may be a run folder or a .safetensors file."""
+    path = resolve_weights_file(path)
     weights = model_weights(read_checkpoint(path))
     if weights and not any(k.startswith("encoder.") for k in weights) and any(k.startswith("blocks.") for k in weights):
         weights = {f"encoder.{k}": v for k, v in weights.items()}
@@ -78,8 +202,8 @@ def load_weights(model: nn.Module, path: str | Path) -> tuple[list[str], list[st
 
 
 def load_encoder(path: str | Path, preset: str | None = None):
-    """The pretrained encoder of `path` (our encoder.pt or checkpoint.pt, or a VideoMAE/SMILE
-    pretraining checkpoint), ready for feature extraction.
+    """The pretrained encoder of `path` (our encoder.pt, encoder.safetensors, checkpoint.pt or run folder, or
+    a VideoMAE/SMILE pretraining checkpoint), ready for feature extraction.
 
     Our files carry their student config; for others give `preset` (its geometry must match the
     weights). Returns (VideoEncoder in eval mode, StudentConfig, summary of what it saw in pretraining,
@@ -87,6 +211,7 @@ def load_encoder(path: str | Path, preset: str | None = None):
     import dataclasses
 
     from .models import StudentConfig, VideoEncoder, student_config
+    path = resolve_weights_file(path)
     ckpt = read_checkpoint(path)
     if isinstance(ckpt.get("student"), dict):
         fields = {f.name for f in dataclasses.fields(StudentConfig)}

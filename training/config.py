@@ -3,15 +3,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from generators.recipes import DEFAULT_RECIPE
 from smile_synth.errors import UserError
 
+from .masking import mask_choices, resolve_mask_kind
+from .targets import TARGETS
+
 SOURCES = ("synthetic", "natural", "mixed")
-TARGETS = ("clip", "pixel")
-MASKS = ("auto", "tube", "traj")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # base lr (scaled by batch / 256): VideoMAE's for the real models; the CPU demo model learns in a few
 # hundred steps only with a larger one
-DEFAULT_RECIPE = "mixed"             # synthetic clips when neither --data nor --recipe is given
 DEFAULT_BASE_LR = {"tiny": 1.5e-3, "small": 1.5e-4, "base": 1.5e-4, "large": 1.5e-4}
 
 
@@ -68,8 +69,8 @@ class PretrainConfig:
             if value not in allowed:
                 raise UserError(f"--{name.replace('_', '-')} {value!r} is not one of {', '.join(allowed)}")
         choice("source", self.source, SOURCES)
-        choice("target", self.target, TARGETS)
-        choice("mask", self.mask, MASKS)
+        choice("target", self.target, tuple(TARGETS))
+        choice("mask", self.mask, mask_choices())
         choice("precision", self.precision, PRECISIONS)
         if self.source == "synthetic" and self.data is not None and self.recipe is not None:
             raise UserError("--source synthetic takes --data SHARDS or --recipe NAME (render on the fly), not both")
@@ -115,9 +116,7 @@ class PretrainConfig:
 
     @property
     def mask_kind(self) -> str:
-        if self.mask != "auto":
-            return self.mask
-        return "traj" if self.has_objects else "tube"
+        return resolve_mask_kind(self.mask, self.has_objects)
 
     @property
     def base_lr(self) -> float:

@@ -23,9 +23,10 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from generators import overlay_clip, render_clip
+from generators import overlay_clip
 from generators.recipes import get_recipe
 from generators.render import prepare
+from generators.stream import ClipStream
 from smile_synth.errors import UserError
 from smile_synth.shards import (
     DATASET,
@@ -35,9 +36,10 @@ from smile_synth.shards import (
     sample_spans,
     shard_paths,
 )
+from smile_synth.video import BadVideo, VideoItem, natural_items
 
 from .masking import object_token_coverage
-from .natural import BadVideo, VideoItem, load_clip, natural_items
+from .natural import load_clip
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 8          # tries per sample before the batch reports failure
@@ -140,15 +142,15 @@ class ShardSource:
 
 
 class RenderSource:
-    """Clips rendered on the fly from a recipe: clip g is render_clip(recipe, seed, g). Endless."""
+    """Clips rendered on the fly from a recipe: sample g is clip g of a ClipStream (its banks built
+    here, before workers fork), a retry clip g + attempt * 1_000_003. Endless."""
     num_items = None
 
     def __init__(self, recipe, frames: int, size: int, seed: int = 0):
-        self.recipe = prepare(recipe, seed, size)     # banks built before workers fork
-        self.frames, self.clip_size, self.seed = frames, size, seed
+        self.clips = ClipStream(recipe, seed, frames, size)
 
     def get(self, g: int, attempt: int) -> Sample:
-        return Sample.of(render_clip(self.recipe, self.seed, g + attempt * 1_000_003, self.frames, self.clip_size))
+        return Sample.of(self.clips.clip(g + attempt * 1_000_003))
 
 
 class NaturalSource:

@@ -3,9 +3,13 @@
 A mask is bool (B, N), True = masked, over the tokens in (t, h, w) order of a (T', H', W') grid.
 Every clip gets exactly `masked_count(grid, ratio)` masked tokens, so the encoder's visible tokens
 stack into one dense (B, N_visible, C) tensor.
+
+Mask kinds are registered by name (`--mask`): a builder (MaskSpec, grid) -> masker under
+@register_mask("name"); TrajectoryMasker(spec, grid) builds spec.kind's.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -64,26 +68,75 @@ def trajectory_mask(object_tokens: torch.Tensor, grid: tuple[int, int, int], rat
 
 @dataclass(frozen=True)
 class MaskSpec:
-    """`kind` "tube" or "traj"; a token is an object token when coverage >= `object_threshold`."""
+    """`kind` a registered mask kind (MASKS: "tube", "traj"); a token is an object token when coverage
+    >= `object_threshold`."""
     kind: str = "tube"
     ratio: float = 0.8
     traj_unmask_ratio: float = 0.1
     object_threshold: float = 0.25
 
 
-class TrajectoryMasker:
-    """Masks for a batch: tube masks, or tube + trajectory masks from per-token object coverage.
+# ---- the registry: mask kinds by name -----------------------------------------------------------
 
-    __call__(coverage float (B, N) or None, generator) -> bool (B, N); without coverage (clips with no
-    objects) trajectory masking is plain tube masking."""
+# masker(coverage float (B, N) or None, batch, generator) -> bool (B, N)
+MaskFn = Callable[[torch.Tensor | None, int, torch.Generator | None], torch.Tensor]
+# builder(spec, grid (T', H', W')) -> masker
+MASKS: dict[str, Callable[[MaskSpec, tuple[int, int, int]], MaskFn]] = {}
+
+
+def register_mask(name: str):
+    """Decorator: register a masker builder under `name` (a --mask choice)."""
+    def register(builder):
+        MASKS[name] = builder
+        return builder
+    return register
+
+
+@register_mask("tube")
+def tube_masker(spec: MaskSpec, grid: tuple[int, int, int]) -> MaskFn:
+    """VideoMAE's tube masks; the clips' objects are ignored."""
+    def masker(coverage, batch, generator=None):
+        return tube_mask(batch, grid, spec.ratio, generator)
+    return masker
+
+
+@register_mask("traj")
+def trajectory_masker(spec: MaskSpec, grid: tuple[int, int, int]) -> MaskFn:
+    """SMILE's tube + trajectory masks; without coverage (clips with no objects) plain tube masks."""
+    def masker(coverage, batch, generator=None):
+        if coverage is None:
+            return tube_mask(batch, grid, spec.ratio, generator)
+        objects = coverage >= spec.object_threshold
+        return trajectory_mask(objects, grid, spec.ratio, spec.traj_unmask_ratio, generator)
+    return masker
+
+
+def mask_choices() -> tuple[str, ...]:
+    """The --mask choices: auto, then every registered kind."""
+    return ("auto", *MASKS)
+
+
+def resolve_mask_kind(mask: str, has_objects: bool) -> str:
+    """--mask auto = traj when the clips carry objects, else tube; other choices stand."""
+    if mask != "auto":
+        return mask
+    return "traj" if has_objects else "tube"
+
+
+class TrajectoryMasker:
+    """Masks for a batch of the registered kind spec.kind: tube masks, or tube + trajectory masks from
+    per-token object coverage.
+
+    __call__(coverage float (B, N) or None, batch, generator) -> bool (B, N); without coverage (clips
+    with no objects) trajectory masking is plain tube masking."""
 
     def __init__(self, spec: MaskSpec, grid: tuple[int, int, int]):
+        if spec.kind not in MASKS:
+            raise ValueError(f"unknown mask kind {spec.kind!r}; kinds are {', '.join(MASKS)}")
         self.spec, self.grid = spec, grid
         self.num_masked = masked_count(grid, spec.ratio)
+        self.masker = MASKS[spec.kind](spec, grid)
 
     def __call__(self, coverage: torch.Tensor | None, batch: int,
                  generator: torch.Generator | None = None) -> torch.Tensor:
-        if self.spec.kind == "tube" or coverage is None:
-            return tube_mask(batch, self.grid, self.spec.ratio, generator)
-        objects = coverage >= self.spec.object_threshold
-        return trajectory_mask(objects, self.grid, self.spec.ratio, self.spec.traj_unmask_ratio, generator)
+        return self.masker(coverage, batch, generator)

@@ -12,12 +12,13 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from smile_synth.errors import UserError
 
-from .layers import Block, PatchEmbed, init_weights, linear, sincos_table
+from .layers import Block, Linear, PatchEmbed, init_weights, sincos_table
 
 
 @dataclass(frozen=True)
@@ -117,13 +118,13 @@ class VideoDecoder(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList(Block(cfg.decoder_dim, cfg.decoder_heads, cfg.mlp_ratio) for _ in range(cfg.decoder_depth))
         self.norm = nn.LayerNorm(cfg.decoder_dim, eps=1e-6)
-        self.head = nn.Linear(cfg.decoder_dim, cfg.target_dim)
+        self.head = Linear(cfg.decoder_dim, cfg.target_dim)
         self.grad_checkpointing = False
 
     def forward(self, x: torch.Tensor, n_masked: int) -> torch.Tensor:
         for blk in self.blocks:
             x = run_block(blk, x, self.grad_checkpointing and self.training)
-        return linear(self.norm(x[:, -n_masked:]), self.head.weight, self.head.bias)
+        return self.head(self.norm(x[:, -n_masked:]))
 
 
 class PretrainVideoTransformer(nn.Module):
@@ -134,7 +135,7 @@ class PretrainVideoTransformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.encoder = VideoEncoder(cfg)
-        self.encoder_to_decoder = nn.Linear(cfg.dim, cfg.decoder_dim, bias=False)
+        self.encoder_to_decoder = Linear(cfg.dim, cfg.decoder_dim, bias=False)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.decoder_dim))
         self.register_buffer("pos_embed", sincos_table(cfg.num_tokens, cfg.decoder_dim), persistent=False)
         self.decoder = VideoDecoder(cfg)
@@ -142,7 +143,7 @@ class PretrainVideoTransformer(nn.Module):
         nn.init.trunc_normal_(self.mask_token, std=0.02)
 
     def forward(self, video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = linear(self.encoder(video, mask), self.encoder_to_decoder.weight)  # (B, N_vis, D)
+        x = self.encoder_to_decoder(self.encoder(video, mask))            # (B, N_vis, D)
         B, _, D = x.shape
         pos = self.pos_embed.to(x.dtype).expand(B, -1, -1)
         pos_vis = pos[~mask].reshape(B, -1, D)
@@ -152,6 +153,13 @@ class PretrainVideoTransformer(nn.Module):
 
     def no_weight_decay(self) -> set[str]:
         return {"mask_token"}
+
+
+def loss_fn(model: nn.Module, video: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The pretraining loss: MSE between the student's predictions and the targets of the masked tokens.
+    video (B, 3, T, H, W) normalized, target (B, N, D), mask bool (B, N)."""
+    pred = model(video, mask)                                              # (B, N_masked, D)
+    return F.mse_loss(pred.float(), target[mask].reshape(pred.shape).float())
 
 
 def build_student(preset: str, **overrides) -> PretrainVideoTransformer:

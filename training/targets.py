@@ -2,8 +2,15 @@
 
 Videos here are float (B, 3, T, H, W) in [0, 1] unless said otherwise; targets are (B, N, D) over
 all N tokens in (t, h, w) order, from which the trainer takes the masked ones.
+
+Targets are registered by name (`--target`): a builder (cfg, grid, tubelet, patch, device) -> Target
+under @register_target("name"); build_target(cfg, ...) picks cfg.target's. Adding a target is one
+function and its registration.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -60,3 +67,63 @@ def resize_token_grid(tokens: torch.Tensor, grid: tuple[int, int], out: tuple[in
     x = F.interpolate(x.float(), size=out, mode="area") if shrink else \
         F.interpolate(x.float(), size=out, mode="bilinear", align_corners=False)
     return x.flatten(2).transpose(1, 2).to(tokens.dtype)
+
+
+# ---- the registry ------------------------------------------------------------------------------
+
+class Target(Protocol):
+    """__call__(video float (B, 3, T, H, W) in [0, 1]) -> (B, N, dim), run under no_grad."""
+    dim: int
+
+    def __call__(self, video: torch.Tensor) -> torch.Tensor: ...
+
+
+# builder(cfg: PretrainConfig, grid (T', H', W') of the student, tubelet, patch, device) -> Target
+TargetBuilder = Callable[..., Target]
+TARGETS: dict[str, TargetBuilder] = {}
+
+
+def register_target(name: str) -> Callable[[TargetBuilder], TargetBuilder]:
+    """Decorator: register a target builder under `name` (a --target choice)."""
+    def register(builder: TargetBuilder) -> TargetBuilder:
+        TARGETS[name] = builder
+        return builder
+    return register
+
+
+def build_target(cfg, grid: tuple[int, int, int], tubelet: int, patch: int, device: torch.device) -> Target:
+    """The target of PretrainConfig `cfg` (cfg.target) for a student with this token grid and tubelet/patch sizes."""
+    return TARGETS[cfg.target](cfg, grid, tubelet, patch, device)
+
+
+class TeacherTarget:
+    """A frozen CLIP image tower's standardized patch tokens (training.teacher.ClipTeacher)."""
+
+    def __init__(self, teacher: torch.nn.Module):
+        self.teacher, self.dim = teacher, teacher.width
+
+    def __call__(self, video: torch.Tensor) -> torch.Tensor:
+        return self.teacher(video)
+
+
+class PixelTarget:
+    """VideoMAE's normalized pixels (pixel_targets)."""
+
+    def __init__(self, tubelet: int, patch: int):
+        self.tubelet, self.patch = tubelet, patch
+        self.dim = 3 * tubelet * patch * patch
+
+    def __call__(self, video: torch.Tensor) -> torch.Tensor:
+        return pixel_targets(video.float(), self.tubelet, self.patch)
+
+
+@register_target("clip")
+def clip_target(cfg, grid: tuple[int, int, int], tubelet: int, patch: int, device: torch.device) -> Target:
+    """CLIP teacher cfg.teacher with weights cfg.teacher_pretrained, its tokens resized to the student's grid."""
+    from .teacher import load_teacher  # open_clip is heavy: only when asked for
+    return TeacherTarget(load_teacher(cfg.teacher, cfg.teacher_pretrained, tubelet, grid[1:]).to(device))
+
+
+@register_target("pixel")
+def pixel_target(cfg, grid: tuple[int, int, int], tubelet: int, patch: int, device: torch.device) -> Target:
+    return PixelTarget(tubelet, patch)

@@ -1,0 +1,12 @@
+"""Reading natural videos (core): list files and folders (`lists`), per-process caches (`cache`), and
+PyAV decoding with cached whole decodes or seeking partial ones (`decode`).
+
+``read_video_list / natural_items -> video_length -> decode_frames``; problems with one video raise
+``BadVideo``, mistakes in a list raise ``UserError``.
+"""
+from .cache import clear_caches
+from .decode import BadVideo, TooFewFrames, decode_frames, video_length
+from .lists import VIDEO_EXTENSIONS, VideoItem, natural_items, read_video_list
+
+__all__ = ["VIDEO_EXTENSIONS", "BadVideo", "TooFewFrames", "VideoItem", "clear_caches", "decode_frames",
+           "natural_items", "read_video_list", "video_length"]

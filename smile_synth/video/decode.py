@@ -1,0 +1,304 @@
+"""Decoding frames of one video with PyAV: frame counts, cached whole decodes, seeking partial decodes.
+
+Problems with one video (missing, unreadable, too short, zero-size frames) raise ``BadVideo`` naming
+the file and the reason; the trainer skips and counts these. A file cut short whose index survives
+(moov at the front) reads as the frames before the cut.
+
+Speed: a video whose decoded frames fit a share of the per-process cache (``cache.CACHE``, budget
+``CACHE_BYTES`` by default) is decoded once, downscaled, and kept, so later requests cost only
+indexing. Larger videos are decoded partially: seek to the keyframe before the first needed frame,
+stop after the last one.
+"""
+from __future__ import annotations
+
+import os
+import stat
+from contextlib import contextmanager
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from .cache import CACHE
+
+SEEK_MIN_FRAMES = 8  # seek only when the first needed frame is at least this far in (else decode from 0)
+
+# One OpenCV thread per process, like `generators` sets: parallelism comes from DataLoader workers, and
+# a parent whose OpenCV pool has started deadlocks forked children that touch it. Skip the call when
+# it is already 1 (calling it in such a child is what hangs).
+if cv2.getNumThreads() != 1:
+    cv2.setNumThreads(1)
+
+
+class BadVideo(Exception):
+    """A sample that cannot be used (unreadable, truncated, too short, missing, zero-size frames).
+
+    The trainer skips and counts these; the message says which file and why."""
+
+
+class TooFewFrames(BadVideo):
+    """Decoding reached the end before a needed frame; `length` is the true number of frames."""
+
+    def __init__(self, message: str, length: int):
+        super().__init__(message)
+        self.length = length
+
+
+def _file_key(path: Path) -> tuple[str, int, int]:
+    """(path, mtime_ns, size): a rewritten file gets a new key. Missing / empty / odd files -> BadVideo."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise BadVideo(f"{path}: file not found") from None
+    except OSError as e:
+        raise BadVideo(f"{path}: cannot read ({e.strerror or e})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise BadVideo(f"{path}: not a regular file")
+    if st.st_size == 0:
+        raise BadVideo(f"{path}: empty file (0 bytes)")
+    return str(path), st.st_mtime_ns, st.st_size
+
+
+_DECODE_ERRORS = (av.error.FFmpegError, OSError, EOFError, ValueError, RuntimeError, IndexError, cv2.error)
+
+
+@contextmanager
+def _bad_video(path: Path):
+    """Turn library errors while reading `path` into BadVideo naming the file and the reason."""
+    try:
+        yield
+    except BadVideo:
+        raise
+    except _DECODE_ERRORS as e:
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise BadVideo(f"{path}: cannot decode ({type(e).__name__}: {reason})") from e
+
+
+def _video_stream(container, path: Path):
+    if not container.streams.video:
+        raise BadVideo(f"{path}: no video stream")
+    return container.streams.video[0]
+
+
+def _open(path: Path):
+    """(container, first video stream), decoding on one thread: parallelism comes from DataLoader worker
+    processes, and PyAV's default (slice threads, one per core) measured no faster on 2 cores while
+    oversubscribing the workers' cores."""
+    container = av.open(str(path))
+    try:
+        s = _video_stream(container, path)
+        s.thread_type, s.codec_context.thread_count = "NONE", 1
+    except BaseException:
+        container.close()
+        raise
+    return container, s
+
+
+def _decoded(container, s):
+    """container.decode(s), ending at the first decode error that follows a good frame.
+
+    A file cut short (an interrupted download with its index at the front) or with a damaged tail then
+    reads as a shorter video instead of a lost one; an error before any frame still raises."""
+    frames = container.decode(s)
+    good = False
+    while True:
+        try:
+            frame = next(frames)
+        except StopIteration:
+            return
+        except (av.error.FFmpegError, EOFError, ValueError):
+            if not good:
+                raise
+            return
+        good = True
+        yield frame
+
+
+def video_length(path: Path) -> int:
+    """Number of decodable frames of `path`.
+
+    The container's frame count when it has one (> 0), else decoded to count. Cached per process by
+    (path, mtime, size); a full decode that finds a different count corrects the cache. Raises BadVideo.
+    """
+    path = Path(path)
+    key = _file_key(path)
+    n = CACHE.length(key)
+    if n is not None:
+        return n
+    with _bad_video(path):
+        container, s = _open(path)
+        with container:
+            n = s.frames
+            if n <= 0:  # MPEG-PS, some AVI/MKV/WebM: no count in the header
+                n = sum(1 for _ in _decoded(container, s))
+    if n <= 0:
+        raise BadVideo(f"{path}: no decodable frames")
+    CACHE.store_length(key, n)
+    return n
+
+
+def _out_hw(h: int, w: int, short_side: int | None) -> tuple[int, int]:
+    """(H, W) after shrinking so that min(H, W) <= short_side (never enlarged)."""
+    if short_side is None or min(h, w) <= short_side:
+        return h, w
+    scale = short_side / min(h, w)
+    return (short_side, max(1, round(w * scale))) if h <= w else (max(1, round(h * scale)), short_side)
+
+
+def _rgb(frame, hw: tuple[int, int] | None, short_side: int | None, path: Path, out: np.ndarray | None = None):
+    """One av.VideoFrame -> uint8 (H, W, 3) RGB of size `hw` (from this frame when None); into `out` if given."""
+    if frame.width <= 0 or frame.height <= 0:
+        raise BadVideo(f"{path}: zero-size frame ({frame.width}x{frame.height})")
+    if hw is None:
+        hw = _out_hw(frame.height, frame.width, short_side)
+    rgb = frame.to_ndarray(format="rgb24")
+    if rgb.shape[:2] == hw:
+        if out is None:
+            return rgb
+        out[...] = rgb
+        return out
+    # INTER_AREA: the standard anti-aliased shrink (averages the source pixels each output pixel covers)
+    res = cv2.resize(rgb, (hw[1], hw[0]), dst=out, interpolation=cv2.INTER_AREA)
+    if out is not None and not np.shares_memory(res, out):  # OpenCV wrote elsewhere
+        out[...] = res
+        return out
+    return res
+
+
+def _decode_all(container, s, path: Path, short_side: int | None, n_guess: int) -> np.ndarray:
+    """Every frame, downscaled, in one preallocated (N, H, W, 3) array."""
+    buf, n, hw = None, 0, None
+    for frame in _decoded(container, s):
+        if buf is None:
+            hw = _out_hw(frame.height, frame.width, short_side) if frame.width > 0 and frame.height > 0 else (0, 0)
+            buf = np.empty((max(n_guess, 1), *hw, 3), np.uint8)
+        if n == len(buf):  # the container undercounted
+            buf = np.concatenate([buf, np.empty((max(16, n // 2), *hw, 3), np.uint8)])
+        _rgb(frame, hw, short_side, path, out=buf[n])
+        n += 1
+    if buf is None:
+        raise BadVideo(f"{path}: no decodable frames")
+    return buf if n == len(buf) else buf[:n].copy()  # copy: free an overestimate's unused tail
+
+
+def _pts_table(path: Path, key: tuple) -> np.ndarray | None:
+    """Sorted presentation timestamps of all video packets (frame i has the i-th), or None when some
+    packet has no timestamp or two share one (then frames cannot be identified after a seek)."""
+    known, table = CACHE.get_pts(key)
+    if known:
+        return table
+    container, s = _open(path)
+    with container:
+        pts = [p.pts for p in container.demux(s) if p.size]  # demuxing reads packets without decoding
+    table = None
+    if pts and None not in pts:
+        table = np.sort(np.asarray(pts, np.int64))
+        if np.any(np.diff(table) == 0):
+            table = None
+    CACHE.store_pts(key, table)
+    return table
+
+
+def _decode_after_seek(container, s, path: Path, table: np.ndarray, needed: np.ndarray,
+                       short_side: int | None) -> list | None:
+    """Frames `needed` (sorted, unique) decoded from the keyframe before needed[0]; None if frames cannot
+    be matched to the timestamp table (the caller then decodes from the start)."""
+    back = 0  # how many frames before needed[0] to aim
+    for attempt in range(4):  # formats without an index (MPEG-PS) may land after the target: aim earlier
+        target = max(0, int(needed[0]) - back)
+        if attempt and target == 0:
+            return None
+        container.seek(int(table[target]), stream=s, backward=True, any_frame=False)
+        got, first = [], None
+        for frame in _decoded(container, s):
+            if frame.pts is None:
+                return None
+            i = int(np.searchsorted(table, frame.pts))
+            if i >= len(table) or table[i] != frame.pts:
+                return None  # a timestamp the demuxer did not report
+            first = i if first is None else first
+            if i > needed[len(got)]:
+                break  # a needed frame was skipped: the seek overshot (or frames went missing)
+            if i == needed[len(got)]:
+                got.append(_rgb(frame, got[0].shape[:2] if got else None, short_side, path))
+                if len(got) == len(needed):
+                    return got
+        if first is None or first <= needed[0]:
+            return None  # frames went missing after the landing point: not a seek problem
+        back = max(2 * back, 2 * (first - int(needed[0])), SEEK_MIN_FRAMES)
+    return None
+
+
+def _decode_from_start(container, s, path: Path, key: tuple, needed: np.ndarray, short_side: int | None) -> list:
+    """Frames `needed` (sorted, unique) of a freshly opened container, counted from the first frame;
+    stops after the last one."""
+    got, n = [], 0
+    for frame in _decoded(container, s):
+        if n == needed[len(got)]:
+            got.append(_rgb(frame, got[0].shape[:2] if got else None, short_side, path))
+            if len(got) == len(needed):
+                return got
+        n += 1
+    CACHE.store_length(key, n)  # the container's count was wrong (or the file is truncated)
+    raise TooFewFrames(f"{path}: needs frame {needed[-1]} but only {n} frames decode", n)
+
+
+def decode_frames(path: Path, indices: np.ndarray, short_side: int | None = 320) -> np.ndarray:
+    """uint8 (T, H, W, 3) RGB frames `indices` (any order, repeats allowed) of `path`, decoded with PyAV.
+
+    Frames whose short side exceeds `short_side` are shrunk (cv2.INTER_AREA) to that short side; never
+    enlarged; None keeps the native size. A video whose decoded frames fit CACHE.budget_bytes /
+    CACHE_SHARE is decoded whole once and kept in a per-process LRU cache (see `VideoCache.admit`);
+    otherwise decoding seeks to the keyframe before the first needed frame and stops after the last.
+    Missing file, decode error, zero-size frames or fewer frames than needed -> BadVideo naming the file
+    and the reason (TooFewFrames, carrying the true length, for the last).
+    """
+    path = Path(path)
+    idx = np.asarray(indices)
+    if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer) or idx.min() < 0:
+        raise ValueError(f"indices must be a non-empty 1-D array of frame numbers >= 0, got {indices!r}")
+    if short_side is not None and short_side < 1:
+        raise ValueError(f"short_side must be >= 1 or None, got {short_side}")
+    key = _file_key(path)
+    ckey = (*key, short_side)
+    CACHE.tick()
+    video = CACHE.get_frames(ckey)
+    if video is None:
+        with _bad_video(path):
+            container, s = _open(path)
+            with container:
+                n_guess = CACHE.length(key) or s.frames
+                if n_guess <= 0 and s.duration and s.average_rate:  # no count in the header: estimate
+                    n_guess = int(s.duration * s.time_base * s.average_rate + 0.5)
+                h, w = _out_hw(s.codec_context.height, s.codec_context.width, short_side)
+                if not CACHE.admit(ckey, n_guess * h * w * 3):
+                    return _decode_partial(container, s, path, key, idx, short_side)
+                video = _decode_all(container, s, path, short_side, n_guess)
+            CACHE.store_length(key, len(video))
+            CACHE.store_frames(ckey, video)
+    if idx.max() >= len(video):
+        raise TooFewFrames(f"{path}: needs frame {idx.max()} but only {len(video)} frames decode", len(video))
+    return video[idx]  # fancy indexing: a new C-contiguous array, the cache stays untouched
+
+
+def _decode_partial(container, s, path: Path, key: tuple, idx: np.ndarray, short_side: int | None) -> np.ndarray:
+    """Frames `idx` of a freshly opened container: seek when they start far enough in, else (or when the
+    seek cannot be trusted) decode from the first frame."""
+    needed, where = np.unique(idx, return_inverse=True)
+    got = None
+    if needed[0] >= SEEK_MIN_FRAMES:
+        table = _pts_table(path, key)
+        # frame i <-> i-th timestamp holds only if every packet is one frame; check against the count
+        if table is not None and len(table) == CACHE.length(key, len(table)) and needed[-1] < len(table):
+            got = _decode_after_seek(container, s, path, table, needed, short_side)
+            if got is None:  # the seek moved this container: start over on a fresh one
+                container, s = _open(path)
+                with container:
+                    got = _decode_from_start(container, s, path, key, needed, short_side)
+    if got is None:
+        got = _decode_from_start(container, s, path, key, needed, short_side)
+    hw = got[0].shape[:2]
+    if any(g.shape[:2] != hw for g in got):  # resolution changes mid-stream: match the first frame
+        got = [g if g.shape[:2] == hw else cv2.resize(g, (hw[1], hw[0]), interpolation=cv2.INTER_AREA) for g in got]
+    return np.stack(got)[where.reshape(-1)]
