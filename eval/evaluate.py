@@ -80,7 +80,7 @@ def encoder_source(checkpoint: str | None, preset: str | None, seed: int, like=N
     """(identity for the feature cache, config, pretraining summary, loader) of a checkpoint or of a
     random init (of `preset`, or of the StudentConfig `like`: scratch with a run's geometry). The
     loader builds the encoder (in eval mode) only when features are not cached."""
-    from training.checkpoint import load_encoder
+    from training.checkpoint import load_encoder, resolve_weights_file
     from training.models import VideoEncoder, student_config
 
     if checkpoint is None:
@@ -90,9 +90,7 @@ def encoder_source(checkpoint: str | None, preset: str | None, seed: int, like=N
             torch.manual_seed(seed)
             return VideoEncoder(cfg).eval()
         return ["random-init", asdict(cfg), seed], cfg, {"source": "none (random init)", "steps": 0, "clips_seen": 0}, scratch
-    path = Path(checkpoint)
-    if path.is_dir():
-        path = path / "encoder.pt" if (path / "encoder.pt").is_file() else path / "checkpoint.pt"
+    path = resolve_weights_file(checkpoint)   # a run folder -> its encoder.pt / encoder.safetensors / checkpoint.pt
     encoder, cfg, summary = load_encoder(path, preset)   # validates the preset now, with a one-line error
     return file_identity(path), cfg, summary, lambda: encoder
 

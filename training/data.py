@@ -30,6 +30,7 @@ from generators.stream import ClipStream
 from smile_synth.errors import UserError
 from smile_synth.shards import (
     DATASET,
+    BadShard,
     decode_sample,
     read_json,
     read_sample_at,
@@ -123,12 +124,23 @@ class ShardSource:
             if spec.get("size", size) < size:
                 log.warning("shards in %s are %d px, the model takes %d px: clips are upscaled "
                             "(generate with --size %d for full detail)", path, spec["size"], size, size)
-        spans = [(i, start, end) for i, p in enumerate(self.paths) for _, start, end in sample_spans(p)]
+        spans, self.bad_shards = [], []
+        for i, p in enumerate(self.paths):
+            try:
+                spans += [(i, start, end) for _, start, end in sample_spans(p)]
+            except BadShard as e:   # truncated, empty or garbage: skipped, named and counted
+                self.bad_shards.append(str(e))
+                log.warning("skipping unreadable shard %s", e)
+        if self.bad_shards:
+            log.warning("skipped %d of %d shards in %s; check them with `smile-synth inspect %s`",
+                        len(self.bad_shards), len(self.paths), path, path)
         index = np.asarray(spans, np.int64).reshape(-1, 3)    # (shard, start, end) per sample, compact for forks
         self.shard, self.start, self.end = index[:, 0], index[:, 1], index[:, 2]
         self.num_items = len(self.shard)
         if self.num_items == 0:
-            raise UserError(f"--data {path}: the shards hold no samples")
+            why = f" ({len(self.bad_shards)} unreadable, first: {self.bad_shards[0]})" if self.bad_shards else ""
+            raise UserError(f"--data {path}: the shards hold no readable samples{why}; "
+                            f"check them with `smile-synth inspect {path} --verify`")
 
     def get(self, g: int, attempt: int) -> Sample:
         i = epoch_item(self.seed, g, self.num_items, attempt)

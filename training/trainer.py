@@ -22,7 +22,7 @@ from smile_synth.config import to_dict
 from smile_synth.errors import UserError
 from smile_synth.plots import loss_curve
 
-from .checkpoint import CHECKPOINT, ENCODER, load_weights, read_checkpoint, save_atomic
+from .checkpoint import CHECKPOINT, load_weights, read_resume_checkpoint, save_atomic, save_encoder
 from .config import PretrainConfig
 from .data import BatchStream, Source, build_source
 from .distributed import Dist, close_distributed, setup_distributed
@@ -171,7 +171,7 @@ def check_resumable(old: dict, cfg: PretrainConfig, resume_from: Path) -> None:
 
 def resume(resume_from: Path, cfg: PretrainConfig, model, optimizer, scaler, steps: int, d: Dist) -> int:
     """Load model, optimizer and scaler state from a checkpoint; returns its step."""
-    ckpt = read_checkpoint(resume_from)
+    ckpt = read_resume_checkpoint(resume_from)
     check_resumable(ckpt.get("config", {}), cfg, resume_from)
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
@@ -238,8 +238,7 @@ def export(cfg: PretrainConfig, s: StudentConfig, model: PretrainVideoTransforme
     out = Path(cfg.out)
     info = summary(cfg, steps, d.world)
     if d.main:
-        save_atomic({"model": encoder_state_dict(model), "student": dataclasses.asdict(s), "summary": info},
-                    out / ENCODER)
+        save_encoder(out, encoder_state_dict(model), dataclasses.asdict(s), info)   # encoder.pt + .safetensors
         write_json_atomic(out / "run.json", {"config": to_dict(cfg), "student": dataclasses.asdict(s), "summary": info})
         if (out / LOG_FILE).is_file():
             loss_curve(out / LOG_FILE, out / "loss.png", f"{cfg.preset}, {cfg.source}, target {cfg.target}, mask {cfg.mask_kind}")

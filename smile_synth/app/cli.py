@@ -250,12 +250,11 @@ def inspect(path, verify) -> None:
         click.echo(line)
     if rep.shards == 0:
         raise UserError(f"{path} holds no shard-*.tar files")
+    if rep.corrupt or (verify and rep.problems):   # anything reported corrupt fails, with or without --verify
+        click.echo(f"{'verify' if verify else 'inspect'}: FAILED ({len(rep.corrupt)} corrupt, {len(rep.missing)} missing, "
+                   f"{len(rep.failed)} failed, {len(rep.duplicates)} duplicate, {len(rep.foreign)} foreign)")
+        sys.exit(1)
     if verify:
-        bad = len(rep.corrupt) + len(rep.missing) + len(rep.duplicates) + len(rep.failed)
-        if bad:
-            click.echo(f"verify: FAILED ({len(rep.corrupt)} corrupt, {len(rep.missing)} missing, "
-                       f"{len(rep.failed)} failed, {len(rep.duplicates)} duplicate)")
-            sys.exit(1)
         click.echo(f"verify: OK, all {rep.clips} clips decode")
 
 

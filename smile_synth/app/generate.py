@@ -4,6 +4,12 @@ Shard s holds clips [s * shard_size, (s + 1) * shard_size). Rank r of W writes t
 s % W == r. A shard is complete iff its tar exists (it is renamed into place when whole), so a
 rerun with the same arguments skips finished shards and redoes the rest.
 
+Writers sharing a folder (ranks on a shared disk, or the same command started twice) coordinate
+through locks in OUT/.locks: dataset.json is checked and created under one lock, each running
+command holds the `run` lock shared, and a shard is written only under its own lock, which also
+proves that its leftover temporary files are stale. Every shard's sidecar records the dataset's
+fingerprint, so shards of another dataset are never adopted or completed.
+
 Work is dealt to processes in segments of SEGMENT consecutive clips of one shard; each segment
 gets a fresh video encoder (reused within it, see video_io.H264Encoder), so the stored bytes
 depend only on the arguments, not on the worker count, rank split or resume history.
@@ -13,6 +19,7 @@ from __future__ import annotations
 import errno
 import logging
 import multiprocessing as mp
+import signal
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +33,7 @@ from generators.recipes import Recipe
 from smile_synth.atomic import ensure_writable_folder, write_json_atomic
 from smile_synth.clip import check_geometry
 from smile_synth.errors import UserError
+from smile_synth.locks import FolderLocks
 from smile_synth.shards import (
     DATASET,
     MANIFEST,
@@ -33,6 +41,7 @@ from smile_synth.shards import (
     ShardWriter,
     build_manifest,
     encode_sample,
+    fingerprint,
     read_json,
     sample_key,
     shard_name,
@@ -86,8 +95,10 @@ class GenerateConfig:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(cfg: GenerateConfig) -> None:
+def _init_worker(cfg: GenerateConfig, quiet_interrupt: bool = False) -> None:
     _WORKER["cfg"] = cfg  # OpenCV is already single-threaded: importing generators sets that
+    if quiet_interrupt:   # Ctrl-C reaches the whole process group: the parent alone reports it, once
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _render_segment(indices: range) -> list[tuple[int, dict[str, bytes] | None, str]]:
@@ -129,6 +140,51 @@ def shard_complete(out: Path, shard: int) -> bool:
         return False
 
 
+def foreign_shards(out: Path, fp: str) -> list[str]:
+    """Shards in `out` whose sidecar records another dataset's fingerprint, or none."""
+    bad = []
+    for tar in sorted(out.glob(SHARD_GLOB)):
+        try:
+            theirs = read_json(tar.with_suffix(".json")).get("fingerprint")
+        except (OSError, ValueError, AttributeError):
+            theirs = None
+        if theirs != fp:
+            bad.append(f"{tar.name} ({'no fingerprint' if theirs is None else 'fingerprint ' + str(theirs)})")
+    return bad
+
+
+def claim_dataset(out: Path, spec: dict[str, Any], locks: FolderLocks) -> None:
+    """Check or create OUT/dataset.json under the `dataset` lock, refuse foreign shards, and hold the
+    `run` lock shared for the rest of this command."""
+    spec_path = out / DATASET
+    locks.acquire("dataset")
+    try:
+        old = read_json(spec_path) if spec_path.is_file() else None
+        if old is not None and old != spec:
+            diff = ", ".join(sorted(k for k in set(old) | set(spec) if old.get(k) != spec.get(k)))
+            if any(out.glob(SHARD_GLOB)):
+                raise UserError(f"{out} already holds a dataset made with other settings ({diff}); "
+                                "rerun with the same arguments to resume, or choose another --out")
+            if not locks.acquire("run", wait=False):   # the other dataset's command is still running
+                raise UserError(f"another generate is writing {out} with other settings ({diff}); "
+                                "wait for it to finish or choose another --out")
+        foreign = foreign_shards(out, fingerprint(spec))
+        if foreign:
+            raise UserError(f"{out} holds {len(foreign)} shards of another dataset (first: {foreign[0]}); "
+                            "generate into an empty folder, or move those shards away")
+        if old != spec:
+            write_json_atomic(spec_path, spec)
+        locks.acquire("run", shared=True)
+    finally:
+        locks.release("dataset")
+
+
+def remove_stale_temporaries(out: Path, shard: int) -> None:
+    """Temporary files of `shard`; call only while holding its lock (so no live writer owns them)."""
+    for stale in out.glob(shard_name(shard) + ".tmp*"):
+        stale.unlink(missing_ok=True)
+
+
 def segments_of(indices: range) -> list[range]:
     return [range(i, min(i + SEGMENT, indices.stop)) for i in range(indices.start, indices.stop, SEGMENT)]
 
@@ -138,41 +194,26 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict[str, Any]:
     out = Path(cfg.out)
     ensure_writable_folder(out)
     spec = cfg.spec()
-    spec_path = out / DATASET
-    resuming = spec_path.is_file() and any(out.glob(SHARD_GLOB))
-    if resuming:
-        old = read_json(spec_path)
-        if old != spec:
-            diff = sorted(k for k in set(old) | set(spec) if old.get(k) != spec.get(k))
-            raise UserError(f"{out} already holds a dataset made with other settings ({', '.join(diff)}); "
-                            "rerun with the same arguments to resume, or choose another --out")
-    for stale in out.glob("shard-*.tar.tmp*"):  # left by a crash; their shards are redone below
-        if int(stale.name[6:12]) % cfg.world_size == cfg.rank:
-            stale.unlink(missing_ok=True)
-    todo = [s for s in my_shards(cfg) if not shard_complete(out, s)]
-    if todo:
+    if any(not shard_complete(out, s) for s in my_shards(cfg)):
         prepare(cfg.recipe, cfg.seed, cfg.size)  # fail fast on bad folders (before claiming --out)
-    if not resuming:
-        write_json_atomic(spec_path, spec)
-    total_clips = sum(len(shard_indices(cfg, s)) for s in todo)
     failed: list[tuple[int, str]] = []
-    if todo:  # forked workers share the texture banks prepare() built
-        segments = [seg for s in todo for seg in segments_of(shard_indices(cfg, s))]
-        pool = mp.get_context("fork").Pool(cfg.workers, _init_worker, (cfg,)) if cfg.workers > 1 else None
-        if pool is None:
-            _init_worker(cfg)
-        done = pool.imap(_render_segment, segments) if pool else map(_render_segment, segments)
-        results = (r for seg in done for r in seg)
-        bar = tqdm(total=total_clips, unit="clip", desc=f"generate r{cfg.rank}", disable=not progress, smoothing=0.05)
-        try:
-            for s in todo:
-                failed += _write_shard(out, cfg, s, results, bar)
-        except KeyboardInterrupt:
-            raise UserError("interrupted; finished shards are kept, rerun the same command to resume") from None
-        finally:
-            bar.close()
-            if pool:
-                pool.terminate()
+    total_clips = 0
+    with FolderLocks(out) as locks:
+        claim_dataset(out, spec, locks)
+        remaining = my_shards(cfg)
+        while remaining:
+            todo = [s for s in remaining if not shard_complete(out, s)]
+            mine = [s for s in todo if locks.acquire(f"shard-{s:06d}", wait=False)]
+            if todo and not mine:   # another live command writes these: wait for it, then look again
+                locks.acquire(f"shard-{todo[0]:06d}")
+                locks.release(f"shard-{todo[0]:06d}")
+                remaining = todo
+                continue
+            for s in mine:
+                remove_stale_temporaries(out, s)
+            total_clips += sum(len(shard_indices(cfg, s)) for s in mine)
+            failed += _render_shards(out, cfg, mine, locks, progress)
+            remaining = [s for s in todo if s not in mine]   # each shard is tried once per command
     manifest = build_manifest(out, spec)
     write_json_atomic(out / MANIFEST, manifest)
     if failed:
@@ -182,6 +223,34 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict[str, Any]:
             raise UserError(msg + "; fix the cause and rerun the same command: shards with failed clips are redone")
         log.warning(msg + "; rerun the same command to retry them")
     return manifest
+
+
+def _render_shards(out: Path, cfg: GenerateConfig, shards: list[int], locks: FolderLocks,
+                   progress: bool) -> list[tuple[int, str]]:
+    """Render and write `shards` (their locks held; each is released once its shard is written)."""
+    if not shards:
+        return []
+    failed: list[tuple[int, str]] = []
+    segments = [seg for s in shards for seg in segments_of(shard_indices(cfg, s))]
+    # forked workers share the texture banks prepare() built
+    pool = mp.get_context("fork").Pool(cfg.workers, _init_worker, (cfg, True)) if cfg.workers > 1 else None
+    if pool is None:
+        _init_worker(cfg)
+    done = pool.imap(_render_segment, segments) if pool else map(_render_segment, segments)
+    results = (r for seg in done for r in seg)
+    total = sum(len(shard_indices(cfg, s)) for s in shards)
+    bar = tqdm(total=total, unit="clip", desc=f"generate r{cfg.rank}", disable=not progress, smoothing=0.05)
+    try:
+        for s in shards:
+            failed += _write_shard(out, cfg, s, results, bar)
+            locks.release(f"shard-{s:06d}")
+    except KeyboardInterrupt:
+        raise UserError("interrupted; finished shards are kept, rerun the same command to resume") from None
+    finally:
+        bar.close()
+        if pool:
+            pool.terminate()
+    return failed
 
 
 def _write_shard(out: Path, cfg: GenerateConfig, shard: int, results, bar) -> list[tuple[int, str]]:
@@ -200,7 +269,7 @@ def _write_shard(out: Path, cfg: GenerateConfig, shard: int, results, bar) -> li
             bar.update(1)
         idx = shard_indices(cfg, shard)
         side = {"shard": shard, "count": writer.count, "first": idx.start, "last": idx.stop - 1,
-                "failed": [i for i, _ in failed], "backgrounds": dict(backgrounds)}
+                "failed": [i for i, _ in failed], "backgrounds": dict(backgrounds), "fingerprint": fingerprint(cfg.spec())}
         write_json_atomic((out / shard_name(shard)).with_suffix(".json"), side)
         writer.commit()
     except OSError as e:

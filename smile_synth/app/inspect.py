@@ -10,7 +10,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from smile_synth.shards import DATASET, decode_sample, iter_samples, read_json, shard_paths
+from smile_synth.shards import DATASET, BadShard, decode_sample, fingerprint, iter_samples, read_json, shard_paths
 
 
 @dataclass
@@ -25,7 +25,13 @@ class Report:
     duplicates: list[int] = field(default_factory=list)
     missing: list[int] = field(default_factory=list)  # neither stored nor recorded as failed
     failed: list[int] = field(default_factory=list)  # recorded by generate as failed to render
+    foreign: list[str] = field(default_factory=list)  # shards whose sidecar fingerprint is not dataset.json's
     spec: dict[str, Any] | None = None
+
+    @property
+    def problems(self) -> int:
+        """Everything that makes the folder not a whole, consistent dataset."""
+        return len(self.corrupt) + len(self.missing) + len(self.duplicates) + len(self.failed) + len(self.foreign)
 
     def lines(self) -> list[str]:
         per = self.bytes / max(self.clips, 1) / 1024
@@ -44,6 +50,8 @@ class Report:
             out.append(f"failed to render: {len(self.failed)} (first {self.failed[:10]}); a rerun of generate retries them")
         if self.duplicates:
             out.append(f"duplicate indices: {len(self.duplicates)} (first {self.duplicates[:10]})")
+        for shard in self.foreign[:50]:
+            out.append(f"FOREIGN {shard}: not part of this folder's dataset.json")
         for shard, key, why in self.corrupt[:50]:
             out.append(f"CORRUPT {shard} {key}: {why}")
         if len(self.corrupt) > 50:
@@ -63,7 +71,7 @@ def inspect(path: str | Path, verify: bool = False, progress: bool = True) -> Re
     bar = tqdm(total=len(shards), unit="shard", desc="verify" if verify else "inspect", disable=not progress)
     for shard in shards:
         try:
-            for name, key, sample in iter_samples(shard):
+            for name, key, sample in iter_samples(shard, on_bad=None):
                 rep.clips += 1
                 try:
                     idx = int(key)
@@ -76,8 +84,15 @@ def inspect(path: str | Path, verify: bool = False, progress: bool = True) -> Re
                         decode_sample(sample)
                 except (ValueError, KeyError) as e:
                     rep.corrupt.append((name, key, str(e)))
-        except (tarfile.TarError, OSError, EOFError) as e:
+        except (tarfile.TarError, OSError, EOFError, BadShard) as e:
             rep.corrupt.append((shard.name, "*", f"unreadable shard: {e}"))
+        if verify and rep.spec:
+            try:
+                theirs = read_json(shard.with_suffix(".json")).get("fingerprint")
+            except (OSError, ValueError, AttributeError):
+                theirs = None
+            if theirs != fingerprint(rep.spec):
+                rep.foreign.append(f"{shard.name} ({'no fingerprint' if theirs is None else 'fingerprint ' + str(theirs)})")
         bar.update(1)
     bar.close()
     rep.duplicates = sorted(i for i, c in seen.items() if c > 1)
