@@ -188,9 +188,9 @@ def test_unobtainable_teacher_fails_before_any_work(tmp_path):
     assert not (tmp_path / "run" / "log.jsonl").exists()
 
 
-def test_epochs_need_a_finite_dataset(tmp_path, training_shards):
-    with pytest.raises(UserError, match="--epochs"):
-        trainer.pretrain(config(tmp_path / "a", steps=None, epochs=1.0))
+def test_epochs_of_rendered_clips_are_epoch_clips_long(tmp_path, training_shards):
+    info = trainer.pretrain(config(tmp_path / "a", steps=None, epochs=1.0, epoch_clips=6, batch_size=2))
+    assert info["steps"] == 3                                    # 1 epoch x 6 clips / 2
     info = trainer.pretrain(config(tmp_path / "b", recipe=None, data=str(training_shards), steps=None,
                                    epochs=0.5, batch_size=2))
     assert info["steps"] == 3                                    # ceil(0.5 x 12 clips / 2)
@@ -287,7 +287,7 @@ def test_loss_goes_down(tmp_path, two_clips):
     (["--recipe", "black+objects", "--steps", "2", "--mask-ratio", "1.5"], "--mask-ratio"),
     (["--source", "synthetic", "--data", "somewhere", "--recipe", "black+objects", "--steps", "2"], "--data"),
     (["--recipe", "black+objects", "--steps", "0"], "--steps"),
-    (["--recipe", "black+objects"], "--steps"),
+    (["--recipe", "black+objects", "--steps", "2", "--epochs", "1"], "--steps"),
     (["--recipe", "black+objects", "--steps", "2", "--preset", "huge"], "huge"),
     (["--recipe", "black+objects", "--steps", "2", "--set", "no_such_setting=1"], "no_such_setting"),
 ])
@@ -331,3 +331,13 @@ def test_ddp_two_processes_gloo(tmp_path):
     c = ckpt(out)
     assert c["step"] == 3 and c["summary"]["clips_seen"] == 3 * 2 * 2
     assert [r["step"] for r in read_log(out)] == [3]            # log_every 10: only the last step, rank 0 only
+
+
+def test_default_schedule_is_smiles_epochs():
+    """`pretrain --source synthetic` needs no --steps/--epochs: DEFAULT_EPOCHS of epoch_clips each."""
+    from training.config import DEFAULT_EPOCHS
+
+    cfg = PretrainConfig(source="synthetic", target="pixel").validate()
+    assert cfg.steps is None and cfg.schedule_epochs == DEFAULT_EPOCHS
+    with pytest.raises(UserError, match="not both"):
+        PretrainConfig(steps=3, epochs=1.0).validate()

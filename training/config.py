@@ -13,6 +13,8 @@ SOURCES = ("synthetic", "natural", "mixed")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # base lr (scaled by batch / 256): VideoMAE's for the real models; the CPU demo model learns in a few
 # hundred steps only with a larger one
+# SMILE's (and VideoMAE's) K400 pretraining budget: 400 epochs, warmup 5% of the steps
+DEFAULT_EPOCHS = 400
 DEFAULT_BASE_LR = {"tiny": 1.5e-3, "small": 1.5e-4, "base": 1.5e-4, "large": 1.5e-4}
 
 
@@ -44,7 +46,8 @@ class PretrainConfig:
     multiple_sampling: bool = False
     # optimisation
     steps: int | None = None
-    epochs: float | None = None
+    epochs: float | None = None          # neither --steps nor --epochs: DEFAULT_EPOCHS (SMILE's schedule)
+    epoch_clips: int = 240_000           # clips per epoch for clips rendered on the fly (one Kinetics-400 epoch)
     batch_size: int = 8                  # per process
     lr: float | None = None              # base lr; actual = lr x global batch / 256; None = the preset's
     warmup: float = 0.05                 # share of steps (< 1) or a number of steps (>= 1)
@@ -80,9 +83,9 @@ class PretrainConfig:
             raise UserError("--source mixed takes --recipe NAME or --synthetic-data SHARDS for its synthetic part, not both")
         if self.overlay and self.source == "synthetic":
             raise UserError("--overlay adds objects onto natural clips; synthetic clips carry their own objects")
-        if (self.steps is None) == (self.epochs is None):
-            raise UserError("give exactly one of --steps N or --epochs E")
-        for name in ("steps", "batch_size", "workers", "save_every", "keep_every", "log_every", "sampling_rate"):
+        if self.steps is not None and self.epochs is not None:
+            raise UserError("give --steps N or --epochs E, not both")
+        for name in ("steps", "epoch_clips", "batch_size", "workers", "save_every", "keep_every", "log_every", "sampling_rate"):
             v = getattr(self, name)
             if v is not None and v < (0 if name == "workers" else 1):
                 raise UserError(f"--{name.replace('_', '-')} {v} must be >= {0 if name == 'workers' else 1}")
@@ -117,6 +120,10 @@ class PretrainConfig:
     @property
     def mask_kind(self) -> str:
         return resolve_mask_kind(self.mask, self.has_objects)
+
+    @property
+    def schedule_epochs(self) -> float:
+        return self.epochs if self.epochs is not None else DEFAULT_EPOCHS
 
     @property
     def base_lr(self) -> float:

@@ -100,11 +100,12 @@ def build_target_and_student(cfg: PretrainConfig, device: torch.device) -> tuple
 
 
 def total_steps(cfg: PretrainConfig, source: Source, world: int) -> int:
+    """--steps, or the epochs (--epochs, else SMILE's DEFAULT_EPOCHS) over the dataset; an epoch of clips
+    rendered on the fly is cfg.epoch_clips clips."""
     if cfg.steps is not None:
         return cfg.steps
-    if source.num_items is None:
-        raise UserError("--epochs needs a dataset of known size; clips rendered on the fly are endless: use --steps N")
-    return max(1, math.ceil(cfg.epochs * source.num_items / (cfg.batch_size * world)))
+    items = source.num_items if source.num_items is not None else cfg.epoch_clips
+    return max(1, math.ceil(cfg.schedule_epochs * items / (cfg.batch_size * world)))
 
 
 def build_model(cfg: PretrainConfig, s: StudentConfig, device: torch.device) -> PretrainVideoTransformer:

@@ -315,7 +315,9 @@ def pretrain_config(config_file, settings, options: dict, **fixed):
                  help="tube, or tube+trajectory; auto = traj when the clips carry objects.")
 @pretrain_option("--multiple-sampling", is_flag=True, help="Two masks per clip per step, teacher run once.")
 @pretrain_option("--steps", type=int, help="Optimizer steps.")
-@pretrain_option("--epochs", type=float, help="Or passes over the dataset (on-the-fly clips: --set epoch_clips=N per epoch).")
+@click.option("--epochs", type=float, cls=ConfigOption, config="training.config:DEFAULT_EPOCHS",
+              help="Or passes over the dataset (the default, SMILE's schedule, applies when neither is given).")
+@pretrain_option("--epoch-clips", type=int, help="Clips per epoch when clips are rendered on the fly.")
 @pretrain_option("--batch-size", type=int, help="Clips per process and step.")
 @pretrain_option("--lr", type=float, help="Base lr, scaled by global batch / 256 [the preset's: 1.5e-4; tiny 1.5e-3].")
 @pretrain_option("--clip-grad", type=float, help="Clip the gradient norm to this.")
