@@ -24,6 +24,28 @@ def replacing(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # alive, someone else's
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | Path, pattern: str = "*") -> list[Path]:
+    """Remove the temporary files `replacing` left for files matching `pattern` in `folder` when their
+    writer (the pid in the name) is no longer alive on this machine. Returns what was removed."""
+    removed = []
+    for tmp in Path(folder).glob(f".{pattern}.tmp*"):
+        pid = tmp.name.rpartition(".tmp")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 def write_json_atomic(path: str | Path, data: Any) -> None:
     """`data` as indented, key-sorted JSON at `path`, written whole or not at all."""
     with replacing(path) as tmp:

@@ -170,6 +170,25 @@ def _read_members(tar: tarfile.TarFile, members: list[tarfile.TarInfo]) -> dict[
     return {Path(m.name).name.partition(".")[2]: tar.extractfile(m).read() for m in members}
 
 
+def tar_is_whole(shard: Path) -> bool:
+    """The tar ends with its end-of-archive marker (two zero blocks). tarfile reads a file cut at a
+    header boundary as a shorter, valid archive; this is how such a cut is noticed."""
+    try:
+        size = os.path.getsize(shard)
+        if size < 2 * tarfile.BLOCKSIZE or size % tarfile.BLOCKSIZE:
+            return False
+        with open(shard, "rb") as f:
+            f.seek(size - 2 * tarfile.BLOCKSIZE)
+            return not any(f.read(2 * tarfile.BLOCKSIZE))
+    except OSError:
+        return False
+
+
+def _check_whole(shard: Path) -> None:
+    if not tar_is_whole(shard):
+        raise BadShard(f"truncated: no end-of-archive marker ({os.path.getsize(shard)} bytes)")
+
+
 def warn_bad_shard(shard: Path, reason: str) -> None:
     log.warning("skipping unreadable shard %s: %s", shard, reason)
 
@@ -191,6 +210,7 @@ def iter_samples(path: str | Path, on_bad: Callable[[Path, str], None] | None = 
             with tarfile.open(shard, "r") as tar:
                 for key, members in _grouped_members(tar):
                     yield shard.name, key, _read_members(tar, members)
+            _check_whole(shard)
         except (*SHARD_ERRORS, BadShard) as e:
             if on_bad is None:
                 raise BadShard(f"{shard.name}: {_shard_reason(e)}") from None
@@ -207,6 +227,7 @@ def sample_spans(shard: Path) -> list[tuple[str, int, int]]:
                 last = members[-1]
                 end = last.offset_data + -(-last.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
                 spans.append((key, members[0].offset, end))
+        _check_whole(shard)
     except (*SHARD_ERRORS, BadShard) as e:
         raise BadShard(f"{Path(shard).name}: {_shard_reason(e)}") from None
     size = Path(shard).stat().st_size

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from smile_synth.atomic import replacing
 from smile_synth.errors import UserError
 
 from .checkpoint import CHECKPOINT
@@ -126,11 +127,29 @@ class SampleTally:
                             "or raise --max-bad-share")
 
 
+def keep_log_until(path: Path, step: int) -> None:
+    """Cut log.jsonl back to the entries up to `step` (a resumed run logs the steps after it again;
+    a line half-written by a killed run is dropped)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    with replacing(path) as tmp:
+        tmp.write_text("".join(f"{line}\n" for line in kept))
+
+
 class LossLog:
     """Per window of steps: mean loss, clips/s and the share of time spent waiting for data, appended
     to log.jsonl (by rank 0: path None elsewhere)."""
 
-    def __init__(self, path: Path | None, global_batch: int):
+    def __init__(self, path: Path | None, global_batch: int, start: int = 0):
+        if path is not None:
+            keep_log_until(path, start)
         self.file = open(path, "a") if path is not None else None  # noqa: SIM115 - closed by close()
         self.global_batch = global_batch
         self.reset()
@@ -181,7 +200,7 @@ def run_loop(run: Run, loader: Iterable[dict]) -> None:
     """Steps run.start -> run.steps over the loader's batches (one per step, BatchStream's)."""
     cfg, d = run.cfg, run.d
     bar = progress_bar(run)
-    log = LossLog(run.out / LOG_FILE if d.main else None, cfg.batch_size * d.world)
+    log = LossLog(run.out / LOG_FILE if d.main else None, cfg.batch_size * d.world, run.start)
     samples = SampleTally(cfg.max_bad_share)
     run.model.train()
     try:

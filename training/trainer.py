@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from smile_synth.atomic import ensure_writable_folder, write_json_atomic
+from smile_synth.atomic import ensure_writable_folder, remove_stale_temporaries, write_json_atomic
 from smile_synth.config import to_dict
 from smile_synth.errors import UserError
 from smile_synth.plots import loss_curve
@@ -60,6 +60,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist) -> dict:
     resume_from = resume_path(cfg, out)
     if d.main:
         ensure_writable_folder(out)
+        remove_stale_temporaries(out)   # half-written checkpoints of a killed run
     target, s = build_target_and_student(cfg, d.device)     # a teacher that cannot load fails before data work
     source = build_source(cfg, s)
     steps = total_steps(cfg, source, d.world)

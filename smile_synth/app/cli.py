@@ -274,6 +274,7 @@ def source_options(f):
         option("--synthetic-data", help="mixed: synthetic shards instead of --recipe."),
         option("--overlay", help="natural: overlay moving objects of this recipe (SMILE stage 1), e.g. overlay."),
         option("--mix-ratio", type=float, help="mixed: share of synthetic clips."),
+        option("--sampling-rate", type=int, help="natural: frame stride."),
         option("--preset", help="Student: tiny, small, base or large."),
         option("--frames", type=int, help="Frames per clip [the preset's]."),
         option("--size", type=int, help="Frame side in px [the preset's]."),
@@ -320,12 +321,14 @@ def pretrain_config(config_file, settings, options: dict, **fixed):
 @pretrain_option("--epoch-clips", type=int, help="Clips per epoch when clips are rendered on the fly.")
 @pretrain_option("--batch-size", type=int, help="Clips per process and step.")
 @pretrain_option("--lr", type=float, help="Base lr, scaled by global batch / 256 [the preset's: 1.5e-4; tiny 1.5e-3].")
+@pretrain_option("--warmup", type=float, help="Linear warmup: a share of the steps (< 1) or a number of steps.")
 @pretrain_option("--clip-grad", type=float, help="Clip the gradient norm to this.")
 @pretrain_option("--precision", type=RegistryChoice("training.config:PRECISIONS"), help="auto: bf16 on GPU, fp32 on CPU.")
 @pretrain_option("--compile", "compile", is_flag=True, help="torch.compile the student (for GPUs).")
 @pretrain_option("--workers", type=int, help="DataLoader workers per process.")
 @pretrain_option("--out", help="Run folder: checkpoints, log.jsonl, encoder.pt.")
 @pretrain_option("--save-every", type=int, help="Checkpoint every N steps.")
+@pretrain_option("--log-every", type=int, help="Write log.jsonl every N steps.")
 @pretrain_option("--keep-every", type=int, help="Also keep checkpoint-STEP.pt every N steps.")
 @pretrain_option("--grad-checkpointing", is_flag=True, help="Recompute transformer blocks in backward: less memory, more time.")
 @pretrain_option("--max-bad-share", type=float, help="Stop when more than this share of samples is unreadable.")

@@ -42,6 +42,8 @@ from smile_synth.shards import (
     build_manifest,
     encode_sample,
     fingerprint,
+    sidecar_path,
+    tar_is_whole,
     read_json,
     sample_key,
     shard_name,
@@ -132,7 +134,7 @@ def shard_complete(out: Path, shard: int) -> bool:
     """Written whole, with no failed clip (a shard with failed clips is redone by a rerun)."""
     tar = out / shard_name(shard)
     side = tar.with_suffix(".json")
-    if not tar.is_file():
+    if not tar.is_file() or not tar_is_whole(tar):   # a shard cut short by a copy or a full disk is redone
         return False
     try:
         return not read_json(side).get("failed")
@@ -181,7 +183,7 @@ def claim_dataset(out: Path, spec: dict[str, Any], locks: FolderLocks) -> None:
 
 def remove_stale_temporaries(out: Path, shard: int) -> None:
     """Temporary files of `shard`; call only while holding its lock (so no live writer owns them)."""
-    for stale in out.glob(shard_name(shard) + ".tmp*"):
+    for stale in [*out.glob(shard_name(shard) + ".tmp*"), *out.glob(f".{sidecar_path(out / shard_name(shard)).name}.tmp*")]:
         stale.unlink(missing_ok=True)
 
 
@@ -196,26 +198,15 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict[str, Any]:
     spec = cfg.spec()
     if any(not shard_complete(out, s) for s in my_shards(cfg)):
         prepare(cfg.recipe, cfg.seed, cfg.size)  # fail fast on bad folders (before claiming --out)
-    failed: list[tuple[int, str]] = []
-    total_clips = 0
-    with FolderLocks(out) as locks:
-        claim_dataset(out, spec, locks)
-        remaining = my_shards(cfg)
-        while remaining:
-            todo = [s for s in remaining if not shard_complete(out, s)]
-            mine = [s for s in todo if locks.acquire(f"shard-{s:06d}", wait=False)]
-            if todo and not mine:   # another live command writes these: wait for it, then look again
-                locks.acquire(f"shard-{todo[0]:06d}")
-                locks.release(f"shard-{todo[0]:06d}")
-                remaining = todo
-                continue
-            for s in mine:
-                remove_stale_temporaries(out, s)
-            total_clips += sum(len(shard_indices(cfg, s)) for s in mine)
-            failed += _render_shards(out, cfg, mine, locks, progress)
-            remaining = [s for s in todo if s not in mine]   # each shard is tried once per command
-    manifest = build_manifest(out, spec)
-    write_json_atomic(out / MANIFEST, manifest)
+    try:
+        with FolderLocks(out) as locks:
+            claim_dataset(out, spec, locks)
+            failed, total_clips = _write_my_shards(out, cfg, locks, progress)
+            locks.acquire("dataset")   # one manifest writer at a time, each seeing every finished shard
+            manifest = build_manifest(out, spec)
+            write_json_atomic(out / MANIFEST, manifest)
+    except KeyboardInterrupt:
+        raise UserError("interrupted; finished shards are kept, rerun the same command to resume") from None
     if failed:
         share = len(failed) / max(total_clips, 1)
         msg = f"{len(failed)} of {total_clips} clips failed and were left out (first: index {failed[0][0]}: {failed[0][1]})"
@@ -223,6 +214,29 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict[str, Any]:
             raise UserError(msg + "; fix the cause and rerun the same command: shards with failed clips are redone")
         log.warning(msg + "; rerun the same command to retry them")
     return manifest
+
+
+def _write_my_shards(out: Path, cfg: GenerateConfig, locks: FolderLocks, progress: bool
+                     ) -> tuple[list[tuple[int, str]], int]:
+    """Write this rank's unfinished shards, each under its lock; shards another live command holds are
+    waited for, then looked at again. Returns (failed clips, clips attempted)."""
+    failed: list[tuple[int, str]] = []
+    total_clips = 0
+    remaining = my_shards(cfg)
+    while remaining:
+        todo = [s for s in remaining if not shard_complete(out, s)]
+        mine = [s for s in todo if locks.acquire(f"shard-{s:06d}", wait=False)]
+        if todo and not mine:   # another live command writes these: wait for it, then look again
+            locks.acquire(f"shard-{todo[0]:06d}")
+            locks.release(f"shard-{todo[0]:06d}")
+            remaining = todo
+            continue
+        for s in mine:
+            remove_stale_temporaries(out, s)
+        total_clips += sum(len(shard_indices(cfg, s)) for s in mine)
+        failed += _render_shards(out, cfg, mine, locks, progress)
+        remaining = [s for s in todo if s not in mine]   # each shard is tried once per command
+    return failed, total_clips
 
 
 def _render_shards(out: Path, cfg: GenerateConfig, shards: list[int], locks: FolderLocks,
