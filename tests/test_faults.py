@@ -246,6 +246,8 @@ def test_pretrain_skips_bad_shards_and_names_them(damaged, tmp_path):
         assert any(name in line and "unreadable" in line for line in res.stderr.splitlines()), (name, res.stderr)
     assert "shard-000003.tar" not in res.stderr
     assert "skipped 3 of 4 shards" in res.stderr
+    recorded = json.loads((tmp_path / "run" / "run.json").read_text())["summary"]["skipped_shards"]
+    assert sorted(r.split(":")[0] for r in recorded) == sorted(BAD)
 
 
 @pytest.mark.timeout(120)

@@ -83,7 +83,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist) -> dict:
     run_loop(run, loader)
     del loader
     run.save(steps)
-    return export(cfg, s, model, steps, d)
+    return export(cfg, s, model, steps, d, skipped_shards(source))
 
 
 # ---- setup ------------------------------------------------------------------------------------
@@ -235,10 +235,19 @@ def describe_run(run: Run, s: StudentConfig) -> str:
             f"{d.device.type} {amp}, x{d.world} processes, {cfg.workers} workers each")
 
 
-def export(cfg: PretrainConfig, s: StudentConfig, model: PretrainVideoTransformer, steps: int, d: Dist) -> dict:
+def skipped_shards(source: Source) -> list[str]:
+    """Unreadable shards the source left out of its index (shard sources, alone or in a mix)."""
+    parts = [source, getattr(source, "synthetic", None)]
+    return [bad for part in parts for bad in getattr(part, "bad_shards", [])]
+
+
+def export(cfg: PretrainConfig, s: StudentConfig, model: PretrainVideoTransformer, steps: int, d: Dist,
+           bad_shards: list[str] = ()) -> dict:
     """encoder.pt, run.json and loss.png of a finished run (rank 0); returns the run summary."""
     out = Path(cfg.out)
     info = summary(cfg, steps, d.world)
+    if bad_shards:   # skipped with a warning at start; recorded with what the model saw
+        info["skipped_shards"] = list(bad_shards)
     if d.main:
         save_encoder(out, encoder_state_dict(model), dataclasses.asdict(s), info)   # encoder.pt + .safetensors
         write_json_atomic(out / "run.json", {"config": to_dict(cfg), "student": dataclasses.asdict(s), "summary": info})
