@@ -52,6 +52,17 @@ def sidecar_path(shard: Path) -> Path:
     return Path(shard).with_suffix(".json")
 
 
+def fingerprint_mismatch(shard: Path, expected: str) -> str | None:
+    """None when `shard`'s sidecar records the fingerprint `expected`; else what it records instead."""
+    try:
+        theirs = json.loads(sidecar_path(shard).read_text()).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        theirs = None
+    if theirs == expected:
+        return None
+    return "no fingerprint" if theirs is None else f"fingerprint {theirs}"
+
+
 def shard_name(shard_id: int) -> str:
     return f"shard-{shard_id:06d}.tar"
 

@@ -42,6 +42,7 @@ from smile_synth.shards import (
     build_manifest,
     encode_sample,
     fingerprint,
+    fingerprint_mismatch,
     sidecar_path,
     tar_is_whole,
     read_json,
@@ -144,15 +145,8 @@ def shard_complete(out: Path, shard: int) -> bool:
 
 def foreign_shards(out: Path, fp: str) -> list[str]:
     """Shards in `out` whose sidecar records another dataset's fingerprint, or none."""
-    bad = []
-    for tar in sorted(out.glob(SHARD_GLOB)):
-        try:
-            theirs = read_json(tar.with_suffix(".json")).get("fingerprint")
-        except (OSError, ValueError, AttributeError):
-            theirs = None
-        if theirs != fp:
-            bad.append(f"{tar.name} ({'no fingerprint' if theirs is None else 'fingerprint ' + str(theirs)})")
-    return bad
+    mismatches = ((tar, fingerprint_mismatch(tar, fp)) for tar in sorted(out.glob(SHARD_GLOB)))
+    return [f"{tar.name} ({why})" for tar, why in mismatches if why]
 
 
 def claim_dataset(out: Path, spec: dict[str, Any], locks: FolderLocks) -> None:

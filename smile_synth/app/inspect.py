@@ -10,7 +10,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from smile_synth.shards import DATASET, BadShard, decode_sample, fingerprint, iter_samples, read_json, shard_paths
+from smile_synth.shards import DATASET, BadShard, decode_sample, fingerprint, fingerprint_mismatch, iter_samples, read_json, shard_paths
 
 
 @dataclass
@@ -87,12 +87,9 @@ def inspect(path: str | Path, verify: bool = False, progress: bool = True) -> Re
         except (tarfile.TarError, OSError, EOFError, BadShard) as e:
             rep.corrupt.append((shard.name, "*", f"unreadable shard: {e}"))
         if verify and rep.spec:
-            try:
-                theirs = read_json(shard.with_suffix(".json")).get("fingerprint")
-            except (OSError, ValueError, AttributeError):
-                theirs = None
-            if theirs != fingerprint(rep.spec):
-                rep.foreign.append(f"{shard.name} ({'no fingerprint' if theirs is None else 'fingerprint ' + str(theirs)})")
+            why = fingerprint_mismatch(shard, fingerprint(rep.spec))
+            if why:
+                rep.foreign.append(f"{shard.name} ({why})")
         bar.update(1)
     bar.close()
     rep.duplicates = sorted(i for i, c in seen.items() if c > 1)
