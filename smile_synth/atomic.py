@@ -11,12 +11,21 @@ from typing import Any
 from .errors import UserError
 
 
+TMP = ".tmp"   # `replacing` writes .NAME.tmpPID beside NAME
+
+
+def temporaries_of(path: str | Path) -> list[Path]:
+    """The temporary files `replacing` left beside `path` (any writer's)."""
+    path = Path(path)
+    return sorted(path.parent.glob(f".{path.name}{TMP}*"))
+
+
 @contextmanager
 def replacing(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; write the file there. On success it replaces `path`
     (one rename, so a file that exists is complete); on failure it is removed."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(f".{path.name}{TMP}{os.getpid()}")
     try:
         yield tmp
         os.replace(tmp, path)
@@ -38,8 +47,8 @@ def remove_stale_temporaries(folder: str | Path, pattern: str = "*") -> list[Pat
     """Remove the temporary files `replacing` left for files matching `pattern` in `folder` when their
     writer (the pid in the name) is no longer alive on this machine. Returns what was removed."""
     removed = []
-    for tmp in Path(folder).glob(f".{pattern}.tmp*"):
-        pid = tmp.name.rpartition(".tmp")[2]
+    for tmp in Path(folder).glob(f".{pattern}{TMP}*"):
+        pid = tmp.name.rpartition(TMP)[2]
         if pid.isdigit() and not _alive(int(pid)):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)

@@ -55,7 +55,7 @@ def sidecar_path(shard: Path) -> Path:
 def fingerprint_mismatch(shard: Path, expected: str) -> str | None:
     """None when `shard`'s sidecar records the fingerprint `expected`; else what it records instead."""
     try:
-        theirs = json.loads(sidecar_path(shard).read_text()).get("fingerprint")
+        theirs = read_json(sidecar_path(shard)).get("fingerprint")
     except (OSError, ValueError, AttributeError):
         theirs = None
     if theirs == expected:
@@ -285,7 +285,7 @@ def build_manifest(out: Path, spec: dict[str, Any]) -> dict[str, Any]:
     """Summarise every completed shard in `out` (from their sidecar .json files)."""
     shards = []
     for tar in sorted(out.glob(SHARD_GLOB)):
-        side = tar.with_suffix(".json")
+        side = sidecar_path(tar)
         if side.is_file():
             shards.append(dict(read_json(side), file=tar.name, bytes=tar.stat().st_size))
     expected = -(-spec["n"] // spec["shard_size"])

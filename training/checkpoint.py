@@ -11,7 +11,6 @@ VideoMAE/SMILE checkpoints pickle) or reads safetensors; anything else is refuse
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import pickle
 import re
@@ -96,9 +95,8 @@ def read_checkpoint(path: str | Path) -> dict:
         raise UserError(f"checkpoint {path} does not exist; give an existing .pt or .safetensors file")
     if path.suffix == SAFETENSORS_SUFFIX:
         return _read_safetensors(path)
-    allow = getattr(torch.serialization, "safe_globals", None)   # torch >= 2.5; older: plain weights_only
     try:
-        with allow(list(SAFE_TYPES)) if allow is not None else contextlib.nullcontext():
+        with torch.serialization.safe_globals(list(SAFE_TYPES)):   # torch >= 2.5 (pyproject asks >= 2.6)
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "weights only load failed" in str(e).lower():

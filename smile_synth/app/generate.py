@@ -22,6 +22,7 @@ import multiprocessing as mp
 import signal
 from collections import Counter
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from tqdm import tqdm
 from generators import prepare, render_clip
 from generators.recipes import Recipe
 
-from smile_synth.atomic import ensure_writable_folder, write_json_atomic
+from smile_synth.atomic import ensure_writable_folder, temporaries_of, write_json_atomic
 from smile_synth.clip import check_geometry
 from smile_synth.errors import UserError
 from smile_synth.locks import FolderLocks
@@ -87,6 +88,11 @@ class GenerateConfig:
             raise UserError(f"--codec {self.codec!r} unknown; choose {', '.join(CODECS)}")
         check_geometry(self.frames, self.size, "--frames", "--size")
 
+    @cached_property
+    def fingerprint(self) -> str:
+        """The dataset fingerprint every shard's sidecar records (shards.fingerprint of spec())."""
+        return fingerprint(self.spec())
+
     def spec(self) -> dict[str, Any]:
         """What defines the dataset's content: a rerun must match it to resume."""
         return {"format_version": FORMAT_VERSION, "n": self.n, "recipe": self.recipe.to_dict(), "seed": self.seed,
@@ -134,7 +140,7 @@ def shard_indices(cfg: GenerateConfig, shard: int) -> range:
 def shard_complete(out: Path, shard: int) -> bool:
     """Written whole, with no failed clip (a shard with failed clips is redone by a rerun)."""
     tar = out / shard_name(shard)
-    side = tar.with_suffix(".json")
+    side = sidecar_path(tar)
     if not tar.is_file() or not tar_is_whole(tar):   # a shard cut short by a copy or a full disk is redone
         return False
     try:
@@ -175,9 +181,11 @@ def claim_dataset(out: Path, spec: dict[str, Any], locks: FolderLocks) -> None:
         locks.release("dataset")
 
 
-def remove_stale_temporaries(out: Path, shard: int) -> None:
-    """Temporary files of `shard`; call only while holding its lock (so no live writer owns them)."""
-    for stale in [*out.glob(shard_name(shard) + ".tmp*"), *out.glob(f".{sidecar_path(out / shard_name(shard)).name}.tmp*")]:
+def remove_shard_temporaries(out: Path, shard: int) -> None:
+    """Temporary files of `shard` and its sidecar; call only while holding its lock (so no live writer
+    owns them)."""
+    tar = out / shard_name(shard)
+    for stale in [*out.glob(tar.name + ".tmp*"), *temporaries_of(sidecar_path(tar))]:
         stale.unlink(missing_ok=True)
 
 
@@ -226,7 +234,7 @@ def _write_my_shards(out: Path, cfg: GenerateConfig, locks: FolderLocks, progres
             remaining = todo
             continue
         for s in mine:
-            remove_stale_temporaries(out, s)
+            remove_shard_temporaries(out, s)
         total_clips += sum(len(shard_indices(cfg, s)) for s in mine)
         failed += _render_shards(out, cfg, mine, locks, progress)
         remaining = [s for s in todo if s not in mine]   # each shard is tried once per command
@@ -248,12 +256,10 @@ def _render_shards(out: Path, cfg: GenerateConfig, shards: list[int], locks: Fol
     results = (r for seg in done for r in seg)
     total = sum(len(shard_indices(cfg, s)) for s in shards)
     bar = tqdm(total=total, unit="clip", desc=f"generate r{cfg.rank}", disable=not progress, smoothing=0.05)
-    try:
+    try:   # Ctrl-C here reaches generate(), which reports it
         for s in shards:
             failed += _write_shard(out, cfg, s, results, bar)
             locks.release(f"shard-{s:06d}")
-    except KeyboardInterrupt:
-        raise UserError("interrupted; finished shards are kept, rerun the same command to resume") from None
     finally:
         bar.close()
         if pool:
@@ -277,8 +283,8 @@ def _write_shard(out: Path, cfg: GenerateConfig, shard: int, results, bar) -> li
             bar.update(1)
         idx = shard_indices(cfg, shard)
         side = {"shard": shard, "count": writer.count, "first": idx.start, "last": idx.stop - 1,
-                "failed": [i for i, _ in failed], "backgrounds": dict(backgrounds), "fingerprint": fingerprint(cfg.spec())}
-        write_json_atomic((out / shard_name(shard)).with_suffix(".json"), side)
+                "failed": [i for i, _ in failed], "backgrounds": dict(backgrounds), "fingerprint": cfg.fingerprint}
+        write_json_atomic(sidecar_path(out / shard_name(shard)), side)
         writer.commit()
     except OSError as e:
         writer.abort()
