@@ -26,9 +26,11 @@ from smile_synth.errors import UserError
 CHECKPOINT = "checkpoint.pt"
 ENCODER = "encoder.pt"
 ENCODER_SAFETENSORS = "encoder.safetensors"
+CLASSIFIER_SAFETENSORS = "classifier.safetensors"   # a fine-tuning run's classifier (eval/finetune)
 SAFETENSORS_SUFFIX = ".safetensors"
 # types besides tensors and plain containers that a checkpoint may pickle: VideoMAE/SMILE's `args` entry
 SAFE_TYPES: tuple[type, ...] = (argparse.Namespace,)
+METADATA_KEYS = ("student", "summary", "classifier")   # JSON objects in a .safetensors header
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
@@ -50,9 +52,10 @@ def save_encoder(out_dir: str | Path, state_dict: dict[str, torch.Tensor], stude
 
 
 def save_safetensors(state_dict: dict[str, torch.Tensor], path: str | Path, student: dict | None = None,
-                     summary: dict | None = None) -> None:
-    """`state_dict` as a .safetensors file at `path`, written atomically; `student` and `summary` (JSON-able
-    dicts) go into its metadata header as JSON strings, so `load_encoder` knows the geometry."""
+                     summary: dict | None = None, classifier: dict | None = None) -> None:
+    """`state_dict` as a .safetensors file at `path`, written atomically; `student`, `summary` and
+    `classifier` (JSON-able dicts) go into its metadata header as JSON strings, so loaders know the
+    geometry (and a classifier its classes)."""
     from safetensors.torch import save_file
 
     tensors, seen = {}, set()
@@ -64,7 +67,7 @@ def save_safetensors(state_dict: dict[str, torch.Tensor], path: str | Path, stud
         seen.add(ptr)
         tensors[k] = v
     metadata = {"format": "pt"}
-    for key, value in (("student", student), ("summary", summary)):
+    for key, value in (("student", student), ("summary", summary), ("classifier", classifier)):
         if value is not None:
             metadata[key] = json.dumps(value, sort_keys=True)
     with replacing(path) as tmp:
@@ -73,11 +76,11 @@ def save_safetensors(state_dict: dict[str, torch.Tensor], path: str | Path, stud
 
 def resolve_weights_file(path: str | Path) -> Path:
     """The file to read for `path`: the path itself; for a run folder its encoder.pt, else its
-    encoder.safetensors, else its checkpoint.pt; and a missing OUT/encoder.pt or OUT/checkpoint.pt is
+    encoder.safetensors, else (a fine-tuning run) its classifier.safetensors, else its checkpoint.pt; and a missing OUT/encoder.pt or OUT/checkpoint.pt is
     OUT/encoder.safetensors when that exists (a run folder shipped with its safetensors file only)."""
     path = Path(path)
     if path.is_dir():
-        for name in (ENCODER, ENCODER_SAFETENSORS, CHECKPOINT):
+        for name in (ENCODER, ENCODER_SAFETENSORS, CLASSIFIER_SAFETENSORS, CHECKPOINT):
             if (path / name).is_file():
                 return path / name
         return path / CHECKPOINT
@@ -136,7 +139,7 @@ def _refusal(path: Path, e: Exception) -> str:
 
 
 def _read_safetensors(path: Path) -> dict:
-    """A .safetensors file as {"model": tensors, "student"?, "summary"?} (the latter from its metadata)."""
+    """A .safetensors file as {"model": tensors, "student"?, "summary"?, "classifier"?} (from its metadata)."""
     from safetensors import safe_open
 
     try:
@@ -146,7 +149,7 @@ def _read_safetensors(path: Path) -> dict:
     except Exception as e:  # noqa: BLE001 - a bad header or truncated file is a bad file to the user
         raise UserError(f"cannot read checkpoint {path}: {_first_line(e)}") from None
     ckpt: dict[str, Any] = {"model": weights}
-    for key in ("student", "summary"):
+    for key in METADATA_KEYS:
         if key in metadata:
             try:
                 value = json.loads(metadata[key])

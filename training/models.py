@@ -98,17 +98,20 @@ class VideoEncoder(nn.Module):
         dpr = torch.linspace(0, cfg.drop_path, cfg.depth).tolist()
         self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.mlp_ratio, p) for p in dpr)
         self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
-        self.head = nn.Identity()      # VideoMAE's pretraining encoder has no classifier
         self.grad_checkpointing = False
 
-    def forward(self, video: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward_blocks(self, video: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The last block's output (B, N_visible, C), before the final norm."""
         x = self.patch_embed(video) + self.pos_embed.to(video.dtype)      # (B, N, C)
         if mask is not None:
             B, _, C = x.shape
             x = x[~mask].reshape(B, -1, C)                                 # every clip has the same count
         for blk in self.blocks:
             x = run_block(blk, x, self.grad_checkpointing and self.training)
-        return self.head(self.norm(x))
+        return x
+
+    def forward(self, video: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.norm(self.forward_blocks(video, mask))
 
 
 class VideoDecoder(nn.Module):
