@@ -40,3 +40,36 @@ def loss_curve(log_path: str | Path, out: str | Path, title: str = "") -> Path:
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return Path(out)
+
+
+def confusion_picture(matrix, class_names: list[str], out: str | Path, title: str = "") -> Path:
+    """Plot a confusion matrix (rows: true class, columns: predicted; counts) as row-normalised shares
+    into `out` (.png); cells hold the share when there are at most 20 classes."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    m = np.asarray(matrix, dtype=float)
+    shares = m / np.maximum(m.sum(1, keepdims=True), 1)
+    n = len(class_names)
+    side = min(12.0, 2.5 + 0.35 * n)
+    fig, ax = plt.subplots(figsize=(side, side * 0.85), dpi=120)
+    im = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+    ticks = range(n) if n <= 40 else range(0, n, max(1, n // 20))
+    ax.set_xticks(list(ticks), [class_names[i] for i in ticks], rotation=90 if n > 6 else 0, fontsize=8)
+    ax.set_yticks(list(ticks), [class_names[i] for i in ticks], fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, f"{shares[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if shares[i, j] > 0.5 else "black")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    with replacing(out) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return Path(out)

@@ -7,6 +7,12 @@ holds the same weights, with "student" and "summary" as JSON strings in its meta
 Reading never runs code: every file goes through `read_checkpoint`, which unpickles with
 `weights_only=True` (tensors and plain containers only, plus the allow-listed `SAFE_TYPES` that released
 VideoMAE/SMILE checkpoints pickle) or reads safetensors; anything else is refused with one UserError.
+
+A Hugging Face `transformers` VideoMAE folder (config.json + model.safetensors or pytorch_model.bin) or
+its weights file is accepted wherever a checkpoint is: `resolve_weights_file` finds its weights, and
+`read_checkpoint` converts its names to ours (training/hf.py) and its config.json to our "student" (and
+a classifier's id2label to our "classifier"), so the loaders below check its geometry as ours. Reading
+one needs no transformers install.
 """
 from __future__ import annotations
 
@@ -31,6 +37,8 @@ SAFETENSORS_SUFFIX = ".safetensors"
 # types besides tensors and plain containers that a checkpoint may pickle: VideoMAE/SMILE's `args` entry
 SAFE_TYPES: tuple[type, ...] = (argparse.Namespace,)
 METADATA_KEYS = ("student", "summary", "classifier")   # JSON objects in a .safetensors header
+HF_CONFIG = "config.json"                                # a transformers model folder's config
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # its weights, in the order transformers prefers them
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
@@ -76,28 +84,59 @@ def save_safetensors(state_dict: dict[str, torch.Tensor], path: str | Path, stud
 
 def resolve_weights_file(path: str | Path) -> Path:
     """The file to read for `path`: the path itself; for a run folder its encoder.pt, else its
-    encoder.safetensors, else (a fine-tuning run) its classifier.safetensors, else its checkpoint.pt; and a missing OUT/encoder.pt or OUT/checkpoint.pt is
+    encoder.safetensors, else (a fine-tuning run) its classifier.safetensors, else its checkpoint.pt; for a
+    transformers VideoMAE folder its model.safetensors, else its pytorch_model.bin; and a missing OUT/encoder.pt or OUT/checkpoint.pt is
     OUT/encoder.safetensors when that exists (a run folder shipped with its safetensors file only)."""
     path = Path(path)
     if path.is_dir():
+        model_type = transformers_model_type(path)
+        if model_type == "videomae":
+            return _transformers_weights(path)
         for name in (ENCODER, ENCODER_SAFETENSORS, CLASSIFIER_SAFETENSORS, CHECKPOINT):
             if (path / name).is_file():
                 return path / name
+        if model_type is not None:
+            raise UserError(f"{path} holds a transformers {model_type!r} model, not VideoMAE; give a VideoMAE "
+                            "folder (model_type \"videomae\" in its config.json) or one of our runs")
         return path / CHECKPOINT
     if not path.exists() and path.name in (ENCODER, CHECKPOINT) and (path.parent / ENCODER_SAFETENSORS).is_file():
         return path.parent / ENCODER_SAFETENSORS
     return path
 
 
+def transformers_model_type(folder: Path) -> str | None:
+    """The model_type of a transformers model folder (its config.json); None for any other folder."""
+    config = folder / HF_CONFIG
+    if not config.is_file():
+        return None
+    try:
+        value = json.loads(config.read_text()).get("model_type")
+    except (ValueError, AttributeError, OSError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _transformers_weights(folder: Path) -> Path:
+    """The weights file of a transformers folder; one UserError for a sharded one (not supported)."""
+    for name in HF_WEIGHTS:
+        if (folder / name).is_file():
+            return folder / name
+    if any(folder.glob("*.index.json")):
+        raise UserError(f"{folder} holds sharded weights (*.index.json); re-save it as one file with "
+                        "save_pretrained(DIR, max_shard_size='100GB')")
+    return folder / HF_WEIGHTS[0]
+
+
 def read_checkpoint(path: str | Path) -> dict:
-    """The contents of a checkpoint file (ours, VideoMAE/SMILE's, a bare state dict, or .safetensors) as a
-    dict, on the CPU. Never runs code from the file: a pickle holding anything but tensors, plain containers
-    and SAFE_TYPES is refused with one UserError naming the file and the type."""
+    """The contents of a checkpoint file (ours, VideoMAE/SMILE's, a bare state dict, .safetensors, or a
+    transformers VideoMAE model's, converted) as a dict, on the CPU. Never runs code from the file: a pickle
+    holding anything but tensors, plain containers and SAFE_TYPES is refused with one UserError naming the
+    file and the type."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist; give an existing .pt or .safetensors file")
     if path.suffix == SAFETENSORS_SUFFIX:
-        return _read_safetensors(path)
+        return _from_transformers(path, _read_safetensors(path))
     try:
         with torch.serialization.safe_globals(list(SAFE_TYPES)):   # torch >= 2.5 (pyproject asks >= 2.6)
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -109,7 +148,37 @@ def read_checkpoint(path: str | Path) -> dict:
         raise UserError(f"cannot read checkpoint {path}: {_first_line(e)}") from None
     if not isinstance(ckpt, dict):
         raise UserError(f"{path} is not a checkpoint (a dict of weights)")
-    return ckpt
+    return _from_transformers(path, ckpt)
+
+
+def _from_transformers(path: Path, ckpt: dict) -> dict:
+    """`ckpt` itself, or for a transformers VideoMAE state dict {"model": our names, "student" (from the
+    config.json beside it; else the file's own), "summary"?, "classifier"? (a classifier's id2label)}."""
+    from . import hf
+
+    weights = model_weights(ckpt)
+    if not hf.is_hf_state_dict(weights):
+        return ckpt
+    out: dict[str, Any] = {"model": hf.from_hf(weights, str(path))}
+    config_path = path.parent / HF_CONFIG
+    config = None
+    if config_path.is_file():
+        try:
+            config = json.loads(config_path.read_text())
+        except (ValueError, OSError) as e:
+            raise UserError(f"cannot read {config_path}: {_first_line(e)}; it should be a transformers config") from None
+        if not isinstance(config, dict):
+            raise UserError(f"{config_path} is not a transformers config (a JSON object)")
+        out["student"] = hf.student_from_config(config, str(config_path))
+    elif isinstance(ckpt.get("student"), dict):     # our export's metadata, the file moved away from its config
+        out["student"] = ckpt["student"]
+    if isinstance(ckpt.get("summary"), dict):       # our export's metadata: what it saw in pretraining
+        out["summary"] = ckpt["summary"]
+    if hf.layout_of(out["model"]) == hf.CLASSIFIER:
+        classifier = hf.classifier_from_config(config) if config else ckpt.get("classifier")
+        if classifier and classifier.get("num_classes") == out["model"]["head.weight"].shape[0]:
+            out["classifier"] = classifier
+    return out
 
 
 def read_resume_checkpoint(path: str | Path) -> dict:
@@ -202,6 +271,24 @@ def load_weights(model: nn.Module, path: str | Path) -> tuple[list[str], list[st
     return list(result.missing_keys), sorted(set(weights) - set(usable))
 
 
+def checkpoint_student(ckpt: dict, path: str | Path, preset: str | None):
+    """The StudentConfig of a checkpoint read by read_checkpoint: its own "student" entry (checked
+    against `preset` when given: one UserError line on a mismatch), else the preset's (required then)."""
+    import dataclasses
+
+    from .models import StudentConfig, student_config
+    if isinstance(ckpt.get("student"), dict):
+        fields = {f.name for f in dataclasses.fields(StudentConfig)}
+        cfg = StudentConfig(**{k: v for k, v in ckpt["student"].items() if k in fields})
+        arch = ("dim", "depth", "heads", "patch", "tubelet", "mlp_ratio")   # what the weights fix
+        if preset is not None and any(getattr(student_config(preset), a) != getattr(cfg, a) for a in arch):
+            raise UserError(f"{path} holds a {_preset_name(cfg)} model, not --preset {preset}; pass the matching --preset")
+        return cfg
+    if preset is None:
+        raise UserError(f"{path} does not say which model it holds; pass --preset (tiny, small, base or large)")
+    return student_config(preset)
+
+
 def load_encoder(path: str | Path, preset: str | None = None):
     """The pretrained encoder of `path` (our encoder.pt, encoder.safetensors, checkpoint.pt or run folder, or
     a VideoMAE/SMILE pretraining checkpoint), ready for feature extraction.
@@ -209,21 +296,10 @@ def load_encoder(path: str | Path, preset: str | None = None):
     Our files carry their student config; for others give `preset` (its geometry must match the
     weights). Returns (VideoEncoder in eval mode, StudentConfig, summary of what it saw in pretraining,
     {} when unknown). Raises UserError for a checkpoint of another preset or without encoder weights."""
-    import dataclasses
-
-    from .models import StudentConfig, VideoEncoder, student_config
+    from .models import VideoEncoder
     path = resolve_weights_file(path)
     ckpt = read_checkpoint(path)
-    if isinstance(ckpt.get("student"), dict):
-        fields = {f.name for f in dataclasses.fields(StudentConfig)}
-        cfg = StudentConfig(**{k: v for k, v in ckpt["student"].items() if k in fields})
-        arch = ("dim", "depth", "heads", "patch", "tubelet", "mlp_ratio")   # what the weights fix
-        if preset is not None and any(getattr(student_config(preset), a) != getattr(cfg, a) for a in arch):
-            raise UserError(f"{path} holds a {_preset_name(cfg)} encoder, not --preset {preset}; pass the matching --preset")
-    elif preset is None:
-        raise UserError(f"{path} does not say which model it holds; pass --preset (tiny, small, base or large)")
-    else:
-        cfg = student_config(preset)
+    cfg = checkpoint_student(ckpt, path, preset)
     weights = model_weights(ckpt)
     weights = {k.removeprefix("encoder."): v for k, v in weights.items()
                if k.startswith("encoder.") or not k.startswith(("decoder.", "encoder_to_decoder", "mask_token"))}

@@ -38,6 +38,7 @@ PRETRAIN = "training.config:PretrainConfig"
 GENERATE = "smile_synth.app.generate:GenerateConfig"
 EVAL = "eval.evaluate:EvalConfig"
 COMPARE = "eval.compare:CompareConfig"
+FINETUNE = "eval.finetune.config:FinetuneConfig"
 
 
 def _resolve(where: str):
@@ -405,6 +406,68 @@ def evaluate(out, quiet, **options) -> None:
 
     m = run(EvalConfig(out=out, progress=not quiet, **given(options)))
     click.echo(f"{summary_line(m)} -> {Path(out) / 'metrics.json'}")
+
+
+finetune_option = config_option(FINETUNE)
+
+
+@cli.command()
+@finetune_option("--checkpoint", help="Weights in: encoder.pt, checkpoint.pt, a run folder, a VideoMAE/SMILE or "
+                 "transformers VideoMAE checkpoint, or a fine-tuned classifier (for --eval-only).")
+@finetune_option("--random-init", is_flag=True, help="No weights: the scratch baseline of --preset.")
+@finetune_option("--preset", help="tiny, small, base or large (for --random-init and files that do not name their model).")
+@finetune_option("--frames", type=int, help="Frames per clip [the checkpoint's or preset's].")
+@finetune_option("--size", type=int, help="Frame side in px [the checkpoint's or preset's].")
+@finetune_option("--data", required=True, help="Video list ('path label' per line) or folder (one subfolder per class).")
+@finetune_option("--test-data", help="Separate test list/folder [default: --folds by source video].")
+@finetune_option("--folds", type=int, help="Folds by source video when there is no --test-data (each a whole run).")
+@finetune_option("--fold", type=int, help="Run only this fold (0-based), e.g. one per machine.")
+@finetune_option("--task", type=TASK_CHOICE, help="labels (the list's classes), or a label-free motion task.")
+@click.option("--stride", type=int, default=None, cls=TaskStrideOption, help="Frame stride (speed: x1, x2, x4 of it).")
+@finetune_option("--windows", type=int, help="Motion tasks: window positions per video.")
+@finetune_option("--flip/--no-flip", "flip", default=None, help="Random horizontal flip (off for SSv2-style data).")
+@finetune_option("--epochs", type=float, help="Passes over the training videos.")
+@finetune_option("--steps", type=int, help="Or optimizer steps (overrides --epochs).")
+@finetune_option("--batch-size", type=int, help="Videos per process and step (each gives --repeated-aug clips).")
+@finetune_option("--lr", type=float, help="Base lr; actual = lr x global batch / 256.")
+@finetune_option("--min-lr", type=float)
+@finetune_option("--warmup-lr", type=float)
+@finetune_option("--warmup-epochs", type=float)
+@finetune_option("--weight-decay", type=float)
+@finetune_option("--layer-decay", type=float, help="Layer-wise lr decay (1 = none).")
+@finetune_option("--drop-path", type=float)
+@finetune_option("--head-dropout", type=float, help="Dropout before the head (VideoMAE's --fc_drop_rate).")
+@finetune_option("--label-smoothing", type=float)
+@finetune_option("--mixup", type=float, help="Mixup alpha (0 = off).")
+@finetune_option("--cutmix", type=float, help="CutMix alpha (0 = off).")
+@finetune_option("--mixup-prob", type=float, help="Share of batches mixed.")
+@finetune_option("--mixup-switch-prob", type=float, help="Share of mixed batches that use CutMix.")
+@finetune_option("--aa", help="timm RandAugment spec, or none.")
+@finetune_option("--reprob", type=float, help="Random erasing probability.")
+@finetune_option("--repeated-aug", type=int, help="Augmented clips per loaded video (VideoMAE's --num_sample).")
+@finetune_option("--clip-grad", type=float, help="Clip the gradient norm to this.")
+@finetune_option("--test-clips", type=int, help="Temporal clips per test video (labels task).")
+@finetune_option("--test-crops", type=int, help="Spatial crops per test clip.")
+@finetune_option("--eval-only", is_flag=True, help="Test the fine-tuned classifier given as --checkpoint; no training.")
+@finetune_option("--precision", type=RegistryChoice("eval.finetune.config:PRECISIONS"), help="auto: bf16 on GPU, fp32 on CPU.")
+@finetune_option("--workers", type=int, help="DataLoader workers per process.")
+@finetune_option("--out", help="Run folder: checkpoint.pt, log.jsonl, classifier.safetensors, metrics.json, confusion.png.")
+@finetune_option("--save-every", type=int, help="Checkpoint every N steps.")
+@finetune_option("--log-every", type=int, help="Write log.jsonl every N steps.")
+@finetune_option("--resume", help="auto (continue OUT/checkpoint.pt if any), none, or a checkpoint path.")
+@finetune_option("--max-bad-share", type=float, help="Stop when more than this share of training videos is unreadable.")
+@finetune_option("--seed", type=int, help="Folds, init, data order and augmentation.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+def finetune(quiet, **options) -> None:
+    """Fine-tune an encoder end to end on labelled video (VideoMAE's recipe), then test it: OUT/metrics.json."""
+    from eval.finetune.config import FinetuneConfig
+    from eval.finetune.run import finetune as run
+    from eval.finetune.run import summary_line
+
+    cfg = FinetuneConfig(**given(options), **({"progress": False} if quiet else {}))
+    m = run(cfg)
+    if _env_int("RANK", 0) == 0:
+        click.echo(f"{summary_line(m)} -> {Path(cfg.out) / 'metrics.json'}")
 
 
 @cli.command()

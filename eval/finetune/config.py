@@ -1,0 +1,136 @@
+"""FinetuneConfig: every setting of `smile-synth finetune`, validated once at the edge.
+
+Defaults are VideoMAE's fine-tuning recipe (run_class_finetuning.py with its Kinetics settings):
+AdamW (0.9, 0.999), lr = base lr x global batch / 256 with base lr 1e-3, layer decay 0.75, weight
+decay 0.05, drop path 0.1, 5 warmup epochs then cosine to 1e-6, label smoothing 0.1, mixup 0.8 /
+cutmix 1.0, RandAugment rand-m7-n4-mstd0.5-inc1, random erasing 0.25, repeated augmentation 2, and
+5 clips x 3 crops at test. The README lists the small-dataset values (UCF101, HMDB51).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from smile_synth.errors import UserError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    # weights in
+    checkpoint: str | None = None        # ours (encoder.pt, checkpoint.pt, run folder) or VideoMAE/SMILE's
+    random_init: bool = False            # the scratch baseline of --preset
+    preset: str | None = None            # needed for --random-init and files that do not name their model
+    frames: int | None = None            # None = the checkpoint's (or the preset's)
+    size: int | None = None
+    # data
+    data: str | None = None              # video list ('path label') or folder (one subfolder per class)
+    test_data: str | None = None         # separate test list; else --folds by source video
+    folds: int = 3                       # each fold is a whole fine-tuning run
+    fold: int | None = None              # run only this fold (0-based): one fold per machine
+    task: str = "labels"                 # labels | arrow-of-time | speed (eval/tasks.py)
+    stride: int | None = None            # frame stride; None = the task's default (labels: 4, VideoMAE's)
+    windows: int = 8                     # motion tasks: window positions per video
+    flip: bool = True                    # random horizontal flip (off for SSv2-style left/right classes)
+    # recipe
+    epochs: float = 100                  # passes over the training videos
+    steps: int | None = None             # or a number of optimizer steps (overrides --epochs)
+    batch_size: int = 8                  # videos per process and step (x repeated_aug clips)
+    lr: float = 1e-3                     # base lr; actual = lr x global batch / 256
+    min_lr: float = 1e-6
+    warmup_lr: float = 1e-6
+    warmup_epochs: float = 5
+    weight_decay: float = 0.05
+    layer_decay: float = 0.75
+    drop_path: float = 0.1
+    head_dropout: float = 0.0
+    label_smoothing: float = 0.1
+    mixup: float = 0.8
+    cutmix: float = 1.0
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    aa: str | None = "rand-m7-n4-mstd0.5-inc1"   # timm RandAugment spec; none/None disables
+    reprob: float = 0.25                 # random erasing probability
+    repeated_aug: int = 2                # augmented clips per loaded video (VideoMAE's --num_sample)
+    clip_grad: float | None = None
+    # test
+    test_clips: int = 5                  # temporal clips per test video (labels task; SSv2-style data: 2)
+    test_crops: int = 3                  # spatial crops per clip
+    eval_only: bool = False              # test --checkpoint (a fine-tuned classifier) without training
+    # run
+    precision: str = "auto"              # auto = bf16 autocast on GPU, fp32 on CPU
+    workers: int = 2
+    out: str = "runs/finetune"
+    save_every: int = 500                # checkpoint every N steps (and at the end)
+    log_every: int = 10
+    resume: str | None = "auto"          # auto = continue OUT/checkpoint.pt if present; none; or a path
+    max_bad_share: float = 0.1           # stop when more than this share of training samples is unreadable
+    seed: int = 0
+    progress: bool = True
+
+    def validate(self) -> FinetuneConfig:
+        from training.models import PRESETS
+
+        from ..tasks import TASKS
+        if self.data is None:
+            raise UserError("give --data: a video list ('path label' per line) or a folder with one subfolder per class")
+        if self.task not in TASKS:
+            raise UserError(f"--task {self.task!r} is not one of {', '.join(TASKS)}")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if (self.checkpoint is None) == (not self.random_init):
+            raise UserError("give --checkpoint PATH or --random-init (with --preset), not both or neither")
+        if self.random_init and self.preset is None:
+            raise UserError("--random-init needs --preset (" + ", ".join(PRESETS) + ")")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise UserError(f"unknown --preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        if self.eval_only and self.checkpoint is None:
+            raise UserError("--eval-only tests a fine-tuned classifier: give it as --checkpoint")
+        for name, least in (("folds", 2), ("batch_size", 1), ("repeated_aug", 1), ("test_clips", 1), ("test_crops", 1),
+                            ("windows", 1), ("workers", 0), ("save_every", 1), ("log_every", 1), ("steps", 1),
+                            ("stride", 1), ("frames", 2), ("size", 8), ("fold", 0)):
+            v = getattr(self, name)
+            if v is not None and v < least:
+                raise UserError(f"--{name.replace('_', '-')} {v} must be >= {least}")
+        if self.fold is not None and self.fold >= self.folds:
+            raise UserError(f"--fold {self.fold} must be below --folds {self.folds}")
+        for name in ("epochs", "lr"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)} must be > 0")
+        for name in ("min_lr", "warmup_lr", "warmup_epochs", "weight_decay", "mixup", "cutmix"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)} must be >= 0")
+        for name in ("layer_decay", "mixup_prob", "mixup_switch_prob", "reprob", "max_bad_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)} must be in [0, 1]")
+        for name in ("drop_path", "head_dropout", "label_smoothing"):
+            if not 0 <= getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)} must be in [0, 1)")
+        if self.clip_grad is not None and self.clip_grad <= 0:
+            raise UserError(f"--clip-grad {self.clip_grad} must be > 0")
+        if self.augment_spec is not None:
+            check_rand_augment(self.augment_spec)
+        return self
+
+    @property
+    def sampling_stride(self) -> int:
+        from ..tasks import TASKS
+        return self.stride or TASKS[self.task].default_stride
+
+    @property
+    def augment_spec(self) -> str | None:
+        return None if self.aa in (None, "", "none", "None") else self.aa
+
+    @property
+    def mixes(self) -> bool:
+        return self.mixup_prob > 0 and (self.mixup > 0 or self.cutmix > 0)
+
+
+def check_rand_augment(spec: str) -> None:
+    """One UserError line when timm cannot parse the RandAugment spec."""
+    from timm.data.auto_augment import rand_augment_transform
+    try:
+        rand_augment_transform(spec, {"translate_const": 100, "img_mean": (124, 116, 104)})
+    except Exception as e:  # noqa: BLE001 - timm raises AssertionError/ValueError/KeyError for bad specs
+        raise UserError(f"--aa {spec!r} is not a timm RandAugment spec ({type(e).__name__}); use e.g. "
+                        "rand-m7-n4-mstd0.5-inc1, or none") from None

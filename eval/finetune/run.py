@@ -1,0 +1,335 @@
+"""`smile-synth finetune`, top to bottom: data and splits -> per split: classifier (weights in), recipe
+(AdamW with layer decay, warmup + cosine, mixup), resume -> the loop (engine.py) -> multi-view test ->
+metrics.json and confusion.png.
+
+Splits: --test-data, or --folds K by source video (each fold a whole run in OUT/fold-K, its predictions
+pooled; --fold k runs one). Runs under torchrun as DDP (each rank its share of every batch and of the
+test videos).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from smile_synth.atomic import ensure_writable_folder, remove_stale_temporaries, write_json_atomic
+from smile_synth.config import to_dict
+from smile_synth.errors import UserError
+from smile_synth.video import VideoItem
+from training.checkpoint import (
+    CHECKPOINT,
+    CLASSIFIER_SAFETENSORS,
+    checkpoint_student,
+    read_checkpoint,
+    read_resume_checkpoint,
+    resolve_weights_file,
+    save_atomic,
+    save_safetensors,
+)
+from training.distributed import Dist, close_distributed, setup_distributed
+from training.models import StudentConfig, count_parameters
+
+from ..evaluate import labelled_items
+from ..features import ExampleSpec
+from ..probes import topk_accuracy
+from ..splits import check_disjoint, group_folds, source_group
+from ..tasks import TASKS
+from .config import FinetuneConfig
+from .data import ClipAugment, StepBatches, TrainClips, collate, steps_per_epoch, train_entries
+from .engine import Loop, test_examples, test_views, train_loop
+from .model import VideoClassifier, load_into_classifier
+
+log = logging.getLogger(__name__)
+METRICS = "metrics.json"
+CONFUSION = "confusion.png"
+# settings a resumed run must share with its checkpoint
+RESUME_FIXED = ("task", "data", "batch_size", "repeated_aug", "seed", "frames", "size", "stride", "folds")
+
+
+@dataclass
+class Split:
+    name: str                      # "" (given test list / eval-only) or "fold-K"
+    out: Path
+    train: list[VideoItem]
+    test: list[VideoItem]
+
+
+# ---- the command --------------------------------------------------------------------------------
+
+def finetune(cfg: FinetuneConfig) -> dict:
+    """Fine-tune (or with eval_only, test) into cfg.out; returns the metrics (also OUT/metrics.json)."""
+    cfg = cfg.validate()
+    d = setup_distributed()
+    try:
+        return _finetune(cfg, d)
+    finally:
+        close_distributed()
+
+
+def _finetune(cfg: FinetuneConfig, d: Dist) -> dict:
+    out = Path(cfg.out)
+    if d.main:
+        ensure_writable_folder(out)
+    student, source = classifier_student(cfg)
+    items = labelled_items(cfg.data, cfg.task)
+    test_items = labelled_items(cfg.test_data, cfg.task, "--test-data") if cfg.test_data else None
+    classes = class_names(cfg, items, test_items, source)
+    results = [run_split(cfg, d, split, student, classes, source) for split in make_splits(cfg, items, test_items)]
+    metrics = metrics_of(cfg, results, classes, student, source)
+    if d.main:
+        write_json_atomic(out / METRICS, metrics)
+        from smile_synth.plots import confusion_picture
+        confusion_picture(metrics["confusion"], classes, out / CONFUSION,
+                          f"{cfg.task}: top-1 {100 * metrics['top1']:.1f}% ({metrics['split']})")
+    return metrics
+
+
+def classifier_student(cfg: FinetuneConfig) -> tuple[StudentConfig, dict]:
+    """The classifier's geometry (the checkpoint's or the preset's, with --frames/--size and drop path)
+    and what the weights file says of itself ({"summary", "classifier"}; {} for random init)."""
+    if cfg.random_init:
+        from training.models import student_config
+        base, source = student_config(cfg.preset), {}
+    else:
+        path = resolve_weights_file(cfg.checkpoint)
+        ckpt = read_checkpoint(path)
+        base = checkpoint_student(ckpt, path, cfg.preset)
+        source = {"path": str(path), "summary": dict(ckpt.get("summary") or {}),
+                  "classifier": ckpt.get("classifier") or ({"class_names": ckpt["classes"]} if "classes" in ckpt else None)}
+    overrides = {k: v for k, v in (("frames", cfg.frames), ("size", cfg.size)) if v is not None}
+    return dataclasses.replace(base, drop_path=cfg.drop_path, **overrides).validate(), source
+
+
+def class_names(cfg: FinetuneConfig, items: list[VideoItem], test_items: list[VideoItem] | None, source: dict) -> list[str]:
+    """The classes: the task's (motion tasks), a classifier checkpoint's (--eval-only), the subfolder
+    names of a folder of classes, else the label numbers of the lists."""
+    task = TASKS[cfg.task]
+    if task.class_names:
+        return list(task.class_names)
+    n = 1 + max(it.label for it in items + (test_items or []))
+    known = (source.get("classifier") or {}).get("class_names")
+    if cfg.eval_only and known:
+        if len(known) < n:
+            raise UserError(f"{cfg.checkpoint} classifies {len(known)} classes; the data has labels up to {n - 1}")
+        return list(known)
+    folder = Path(cfg.data)
+    if folder.is_dir():
+        names = sorted({it.path.relative_to(folder).parts[0] for it in items})
+        if len(names) == n:
+            return names
+    return [str(i) for i in range(n)]
+
+
+def make_splits(cfg: FinetuneConfig, items: list[VideoItem], test_items: list[VideoItem] | None) -> list[Split]:
+    """The train/test splits: --test-data; --eval-only without it tests all of --data; else folds by source video."""
+    out = Path(cfg.out)
+    if cfg.eval_only:
+        return [Split("", out, [], test_items or items)]
+    if test_items is not None:
+        return [Split("", out, items, test_items)]
+    groups = np.array([source_group(it.path) for it in items])
+    if len(set(groups)) < 2:
+        raise UserError(f"--data {cfg.data}: all videos come from one source video; a split by video needs at least 2 "
+                        "(add videos, or give --test-data)")
+    labels = np.array([it.label or 0 for it in items])
+    fold = group_folds(groups, labels, cfg.folds, cfg.seed)
+    k = int(fold.max()) + 1
+    chosen = range(k) if cfg.fold is None else [cfg.fold]
+    splits = []
+    for f in chosen:
+        if f >= k:
+            raise UserError(f"--fold {f}: the data's {len(set(groups))} source videos make only {k} folds")
+        check_disjoint(groups, fold != f, fold == f)
+        splits.append(Split(f"fold-{f}", out / f"fold-{f}", [it for it, g in zip(items, fold) if g != f],
+                            [it for it, g in zip(items, fold) if g == f]))
+    return splits
+
+
+# ---- one split ----------------------------------------------------------------------------------
+
+def run_split(cfg: FinetuneConfig, d: Dist, split: Split, s: StudentConfig, classes: list[str], source: dict) -> dict:
+    """Train (unless eval-only) and test one split; returns its probabilities, labels and counts."""
+    if d.main:
+        ensure_writable_folder(split.out)
+        remove_stale_temporaries(split.out)
+    torch.manual_seed(cfg.seed)
+    model = VideoClassifier(s, len(classes), cfg.head_dropout).to(d.device)
+    amp = autocast_dtype(cfg.precision, d.device)
+    stride = cfg.sampling_stride
+    n_train, skipped, steps = 0, {}, 0
+    if cfg.checkpoint is not None and not resumable(split.out, cfg):
+        info = load_into_classifier(model, cfg.checkpoint, strict_head=cfg.eval_only)
+        if cfg.eval_only and not info["classifier"]:
+            raise UserError(f"--eval-only needs a fine-tuned classifier; {cfg.checkpoint} holds a pretraining encoder "
+                            "(fine-tune it first, without --eval-only)")
+    if not cfg.eval_only:
+        entries, skipped = train_entries(split.train, cfg.task, s.frames, stride, cfg.windows)
+        if not entries:
+            raise UserError(f"--data {cfg.data}: none of the {len(split.train)} training videos of {split.name or 'the split'} "
+                            "can be used (unreadable or too short); see the warnings above")
+        n_train, steps = len(entries), train(cfg, d, split, model, entries, s, amp, source, classes)
+    spec = ExampleSpec(cfg.task, s.frames, s.size, stride, cfg.windows, cfg.test_clips, cfg.test_crops)
+    examples, test_skipped = test_examples(split.test, cfg.task, s.frames, stride, cfg.windows, cfg.test_clips)
+    probs, labels, view_skipped = test_views(model, split.test, examples, spec, d, amp, progress=cfg.progress)
+    skipped = {**skipped, **test_skipped, **view_skipped}
+    result = {"split": split.name, "probs": probs, "labels": labels, "n_train_clips": n_train, "steps": steps,
+              "skipped": skipped, "n_test_videos": len(split.test)}
+    if split.name and d.main:
+        write_json_atomic(split.out / METRICS, metrics_of(cfg, [result], classes, s, source))
+    return result
+
+
+def train(cfg: FinetuneConfig, d: Dist, split: Split, model: VideoClassifier, entries, s: StudentConfig,
+          amp, source: dict, classes: list[str]) -> int:
+    """The recipe and the loop for one split; writes OUT/classifier.safetensors. Returns the steps run."""
+    from timm.data import Mixup
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+    from timm.optim import param_groups_layer_decay
+    from timm.scheduler import CosineLRScheduler
+    from torch.utils.data import DataLoader
+
+    per_epoch = steps_per_epoch(len(entries), cfg.batch_size, d.world)
+    steps = cfg.steps or max(1, math.ceil(cfg.epochs * per_epoch))
+    warmup = min(round(cfg.warmup_epochs * per_epoch), steps // 2)     # short runs keep half their steps for cosine
+    peak = cfg.lr * cfg.batch_size * d.world / 256
+    groups = param_groups_layer_decay(model, cfg.weight_decay, no_weight_decay_list=model.no_weight_decay(),
+                                      layer_decay=cfg.layer_decay)
+    optimizer = torch.optim.AdamW(groups, lr=peak, betas=(0.9, 0.999))
+    scheduler = CosineLRScheduler(optimizer, t_initial=max(1, steps - warmup), lr_min=cfg.min_lr, warmup_t=warmup,
+                                  warmup_lr_init=cfg.warmup_lr, warmup_prefix=True, t_in_epochs=False)
+    scaler = torch.amp.GradScaler(d.device.type, enabled=amp is torch.float16)
+    start = resume(cfg, split.out, model, optimizer, scaler, steps, d)
+    mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob, switch_prob=cfg.mixup_switch_prob,
+                  label_smoothing=cfg.label_smoothing, num_classes=len(classes)) if cfg.mixes else None
+    criterion = SoftTargetCrossEntropy() if mixup else (
+        LabelSmoothingCrossEntropy(cfg.label_smoothing) if cfg.label_smoothing > 0 else torch.nn.CrossEntropyLoss())
+
+    def save(step: int) -> None:
+        if d.main:
+            save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                         "step": step, "config": to_dict(cfg), "student": asdict(s), "classes": classes,
+                         "split": split.name}, split.out / CHECKPOINT)
+
+    if start < steps:
+        dataset = TrainClips(split.train, entries, s.frames, cfg.sampling_stride, s.size,
+                             ClipAugment(s.size, cfg.augment_spec, cfg.flip, cfg.reprob), cfg.repeated_aug, cfg.seed)
+        sampler = StepBatches(len(entries), cfg.batch_size, steps, start, cfg.seed, d.rank, d.world)
+        loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.workers,
+                            worker_init_fn=_quiet_worker, pin_memory=d.device.type == "cuda",
+                            prefetch_factor=2 if cfg.workers else None)
+        wrapped = model
+        if d.world > 1:
+            wrapped = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
+        loop = Loop(wrapped, model, optimizer, scheduler, scaler, mixup, criterion, amp, d, start, steps, cfg.seed,
+                    cfg.clip_grad, cfg.batch_size * cfg.repeated_aug * d.world, cfg.log_every, cfg.save_every,
+                    cfg.max_bad_share, split.out, save, cfg.progress)
+        if d.main and cfg.progress:
+            print(describe(cfg, split, model, len(entries), start, steps, warmup, peak, d), file=sys.stderr, flush=True)
+        train_loop(loop, loader)
+        del loader
+        save(steps)
+    if d.main:
+        save_safetensors(model.state_dict(), split.out / CLASSIFIER_SAFETENSORS, student=asdict(s),
+                         summary={**source.get("summary", {}), "finetune": {"task": cfg.task, "data": cfg.data, "steps": steps,
+                                                                            "split": split.name}},
+                         classifier={"num_classes": len(classes), "class_names": classes})
+    return steps
+
+
+def _quiet_worker(_worker_id: int) -> None:
+    import cv2
+    cv2.setNumThreads(1)     # the workers share the cores with the training process
+
+
+def resumable(out: Path, cfg: FinetuneConfig) -> bool:
+    return cfg.resume == "auto" and (out / CHECKPOINT).is_file() and not cfg.eval_only
+
+
+def resume(cfg: FinetuneConfig, out: Path, model, optimizer, scaler, steps: int, d: Dist) -> int:
+    """Continue OUT/checkpoint.pt (--resume auto) or a given checkpoint; returns the step to start at."""
+    path = out / CHECKPOINT
+    if cfg.resume not in (None, "none", "auto"):
+        path = Path(cfg.resume)
+    elif cfg.resume != "auto" or not path.is_file():
+        if path.is_file() and cfg.resume in (None, "none"):
+            raise UserError(f"{out} already holds a run ({CHECKPOINT}); continue it with --resume auto or choose another --out")
+        return 0
+    ckpt = read_resume_checkpoint(path)
+    old = ckpt.get("config", {})
+    for k in RESUME_FIXED:
+        if k in old and old[k] != getattr(cfg, k):
+            raise UserError(f"cannot resume {path}: it was run with {k}={old[k]!r}, now {getattr(cfg, k)!r}; "
+                            "keep the setting or start a new run with another --out")
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scaler.load_state_dict(ckpt["scaler"])
+    start = int(ckpt["step"])
+    if start > steps:
+        raise UserError(f"{path} is at step {start}, past this run's {steps} steps; ask for more or use another --out")
+    if d.main and start:
+        log.warning("resuming %s at step %d", path, start)
+    return start
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    return {"auto": torch.bfloat16, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def describe(cfg, split, model, n_entries, start, steps, warmup, peak, d) -> str:
+    params = count_parameters(model) / 1e6
+    init = "random init" if cfg.random_init else cfg.checkpoint
+    return (f"finetune{' ' + split.name if split.name else ''}: {params:.1f}M-param classifier from {init}, {cfg.task} "
+            f"({model.num_classes} classes), {n_entries} training examples, steps {start}->{steps} (warmup {warmup}) x "
+            f"{cfg.batch_size * d.world} videos x {cfg.repeated_aug} clips, peak lr {peak:.2e}, layer decay {cfg.layer_decay}")
+
+
+# ---- metrics ------------------------------------------------------------------------------------
+
+def metrics_of(cfg: FinetuneConfig, results: list[dict], classes: list[str], s: StudentConfig, source: dict) -> dict:
+    """top-1, top-5 (more than 5 classes), per-class accuracy and the confusion matrix of pooled test predictions."""
+    probs = np.concatenate([r["probs"] for r in results if len(r["labels"])]) if any(len(r["labels"]) for r in results) \
+        else np.zeros((0, len(classes)))
+    labels = np.concatenate([r["labels"] for r in results])
+    if len(labels) == 0:
+        raise UserError(f"no test clip could be read ({sum(len(r['skipped']) for r in results)} videos skipped); "
+                        "see the warnings above")
+    n = len(classes)
+    pred = probs.argmax(1)
+    confusion = np.zeros((n, n), np.int64)
+    np.add.at(confusion, (labels, pred), 1)
+    counts = np.bincount(labels, minlength=n)
+    skipped = {k: v for r in results for k, v in r["skipped"].items()}
+    views = {"clips": cfg.test_clips if cfg.task == "labels" else 1, "crops": cfg.test_crops}
+    split = ("given train/test lists" if cfg.test_data else "eval-only on --data") if not results[0]["split"] else \
+        f"{cfg.folds}-fold by source video" + (f" (fold {cfg.fold} only)" if cfg.fold is not None else "")
+    return {
+        "task": cfg.task, "probe": "finetune", "seed": cfg.seed, "split": split,
+        "top1": topk_accuracy(probs, labels, 1), "top5": topk_accuracy(probs, labels, 5) if n > 5 else None,
+        "chance": float(counts.max() / counts.sum()),
+        "per_class_accuracy": {c: (float(confusion[i, i] / counts[i]) if counts[i] else None) for i, c in enumerate(classes)},
+        "per_fold_top1": [topk_accuracy(r["probs"], r["labels"], 1) for r in results if len(r["labels"])],
+        "classes": classes, "confusion": confusion.tolist(),
+        "n_train_clips": int(sum(r["n_train_clips"] for r in results) / len(results)), "n_test_clips": int(len(labels)),
+        "n_videos": int(sum(r["n_test_videos"] for r in results)), "views": views,
+        "skipped_videos": len(skipped), "skipped": skipped, "steps": [r["steps"] for r in results],
+        "encoder": {"checkpoint": cfg.checkpoint, "random_init": cfg.random_init, "frames": s.frames, "size": s.size,
+                    "dim": s.dim, "depth": s.depth, "pretraining": source.get("summary", {})},
+        "config": to_dict(cfg),
+    }
+
+
+def summary_line(m: dict) -> str:
+    top5 = f", top-5 {100 * m['top5']:.1f}%" if m.get("top5") is not None else ""
+    skipped = f"; {m['skipped_videos']} videos skipped" if m.get("skipped_videos") else ""
+    views = f"{m['views']['clips']}x{m['views']['crops']} views"
+    return (f"{m['task']} / finetune: top-1 {100 * m['top1']:.1f}%{top5} (chance {100 * m['chance']:.1f}%) on "
+            f"{m['n_test_clips']} test clips ({views}), {m['n_train_clips']} training clips, {m['split']}, seed {m['seed']}{skipped}")
