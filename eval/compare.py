@@ -30,6 +30,9 @@ from .tasks import TASKS
 
 SCRATCH = "scratch"
 MOTION_TASKS = ("arrow-of-time", "speed")
+FINETUNE = "finetune"            # --probe finetune: end-to-end fine-tuning (eval/finetune) beside the frozen probes
+# the embedded study's fine-tuning budget when --finetune-set gives none (VideoMAE's 100 epochs do not fit a CPU)
+EMBEDDED_FINETUNE = {"steps": 150, "workers": 0}
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ class CompareConfig:
     data: str | None = None
     test_data: str | None = None
     tasks: tuple[str, ...] = MOTION_TASKS
-    probes: tuple[str, ...] = ("linear", "knn")
+    probes: tuple[str, ...] = ("linear", "knn")     # feature probes (eval/probes.py) and/or "finetune"
     seeds: int = 3
     out: str = "runs/compare"
     preset: str | None = None                # scratch's preset when there are no runs to copy it from
@@ -53,14 +56,17 @@ class CompareConfig:
     steps: int = 600
     recipes: tuple[str, ...] = ("black+objects", "noise+objects")
     pretrain_overrides: dict = field(default_factory=dict)
+    finetune_settings: dict = field(default_factory=dict)   # FinetuneConfig settings for --probe finetune
 
     def validate(self) -> CompareConfig:
         for t in self.tasks:
             if t not in TASKS:
                 raise UserError(f"--task {t!r} is not one of {', '.join(TASKS)}")
         for p in self.probes:
-            if p not in PROBES:
-                raise UserError(f"--probe {p!r} is not one of {', '.join(PROBES)}")
+            if p not in PROBES and p != FINETUNE:
+                raise UserError(f"--probe {p!r} is not one of {', '.join((FINETUNE, *PROBES))}")
+        if FINETUNE in self.probes:
+            finetune_config(self, None, "check", self.tasks[0], 0, None).validate()   # bad settings fail now, in one line
         if self.seeds < 1:
             raise UserError(f"--seeds {self.seeds} must be >= 1")
         check_counts(self, ("steps", "folds", "windows", "clips", "crops"))
@@ -113,17 +119,66 @@ def evaluate_runs(cfg: CompareConfig) -> tuple[list[dict], dict[str, dict]]:
                 encoder_source(None, cfg.preset, seed, like=geometry)
             info.setdefault(name, {**summary, "replicates": len(paths), "paths": [str(p) for p in paths]})
             for task in cfg.tasks:
+                if FINETUNE in cfg.probes:
+                    rows.append(finetune_row(cfg, name, path, s, task, seed))
+                feature_probes = [p for p in cfg.probes if p != FINETUNE]
+                if not feature_probes:
+                    continue
                 ecfg = EvalConfig(data=cfg.data, test_data=cfg.test_data, checkpoint=path, random_init=path is None,
                                   preset=cfg.preset, task=task, seed=seed, folds=cfg.folds, windows=cfg.windows,
                                   clips=cfg.clips, crops=cfg.crops, cache_dir=cfg.cache_dir, progress=cfg.progress)
                 train, test = split_features(ecfg, eid, s, load)
-                for probe in cfg.probes:
+                for probe in feature_probes:
                     m = probe_metrics(train, test, task, probe, seed, cfg.folds)
                     m.update(run=name, path=str(path) if path else None,
                              skipped_videos=len(train.skipped) + (len(test.skipped) if test is not None else 0))
                     rows.append(m)
                     _echo(cfg, f"  {name} seed {seed} {task}/{probe}: top-1 {100 * m['top1']:.1f}%")
     return rows, info
+
+
+def finetune_config(cfg: CompareConfig, path: str | None, name: str, task: str, seed: int, geometry):
+    """The FinetuneConfig of one (run, task, seed): the same recipe for every run (cfg.finetune_settings
+    over FinetuneConfig's defaults); scratch is a random init with the runs' geometry."""
+    from training.models import preset_of
+
+    from .finetune.config import FinetuneConfig
+    fixed = {"data": cfg.data or "unused", "test_data": cfg.test_data, "folds": cfg.folds, "task": task, "seed": seed,
+             "windows": cfg.windows, "progress": cfg.progress,
+             "out": str(Path(cfg.out) / FINETUNE / f"{name}-seed{seed}" / task)}
+    if path is not None:
+        weights = {"checkpoint": path, "preset": cfg.preset}
+    elif geometry is not None:
+        weights = {"random_init": True, "preset": preset_of(geometry), "frames": geometry.frames, "size": geometry.size}
+    else:
+        weights = {"random_init": True, "preset": cfg.preset or "tiny"}
+    bad = sorted(set(cfg.finetune_settings) & (set(fixed) | {"checkpoint", "random_init", "eval_only"}))
+    if bad:
+        raise UserError(f"--finetune-set {bad[0]}=... is set by compare itself; use compare's own option for it")
+    try:
+        return FinetuneConfig(**{**cfg.finetune_settings, **fixed, **weights})
+    except TypeError as e:
+        raise UserError(f"--finetune-set: {e}; settings are the options of `smile-synth finetune`, with _") from None
+
+
+def finetune_note(cfg: CompareConfig) -> str:
+    """What --probe finetune ran, for the report ('' without it)."""
+    if FINETUNE not in cfg.probes:
+        return ""
+    settings = ", ".join(f"{k}={v}" for k, v in sorted(cfg.finetune_settings.items())) or "none"
+    return (" finetune: end-to-end fine-tuning with VideoMAE's recipe (`smile-synth finetune` defaults; changed: "
+            f"{settings}), the same for every run and seed, fold by fold.")
+
+
+def finetune_row(cfg: CompareConfig, name: str, path: str | None, geometry, task: str, seed: int) -> dict:
+    """Fine-tune one run (or scratch) on one task with one seed; its metrics as a report row."""
+    from .finetune.run import finetune
+
+    _echo(cfg, f"  fine-tuning {name} seed {seed} on {task}")
+    m = finetune(finetune_config(cfg, path, name, task, seed, geometry))
+    m.update(run=name, path=str(path) if path else None)
+    _echo(cfg, f"  {name} seed {seed} {task}/{FINETUNE}: top-1 {100 * m['top1']:.1f}%")
+    return m
 
 
 def write_report(cfg: CompareConfig, rows: list[dict], info: dict, title: str, notes: list[str]) -> Path:
@@ -144,7 +199,7 @@ def compare(cfg: CompareConfig) -> Path:
         return embedded_experiment(cfg)
     rows, info = evaluate_runs(cfg)
     notes = [f"Evaluated on {cfg.data}" + (f" (test: {cfg.test_data})" if cfg.test_data else "") +
-             f"; {cfg.seeds} seeds; features: mean-pooled tokens, frozen encoder."]
+             f"; {cfg.seeds} seeds; frozen probes on mean-pooled tokens." + finetune_note(cfg)]
     return write_report(cfg, rows, info, "smile-synth compare", notes)
 
 
@@ -185,7 +240,8 @@ def embedded_experiment(cfg: CompareConfig) -> Path:
             runs.append((name, str(pretrain_once({**base, **settings, "seed": seed}, out / "runs" / f"{name}-seed{seed}"))))
     t_pretrain = time.time() - t0
     run_cfg = CompareConfig(**{**asdict(cfg), "runs": tuple(runs), "scratch": True, "data": str(eval_dir),
-                               "windows": max(cfg.windows, 24)})
+                               "windows": max(cfg.windows, 24),
+                               "finetune_settings": cfg.finetune_settings or EMBEDDED_FINETUNE})
     rows, info = evaluate_runs(run_cfg)
     minutes = (time.time() - t0) / 60
     notes = [

@@ -81,6 +81,15 @@ def student_config(preset: str, **overrides) -> StudentConfig:
     return dataclasses.replace(PRESETS[preset], **overrides).validate()
 
 
+def preset_of(cfg: StudentConfig) -> str:
+    """The name of the preset whose architecture (widths, depth, heads, patch, tubelet) `cfg` has."""
+    arch = ("dim", "depth", "heads", "patch", "tubelet", "mlp_ratio")
+    for name, p in PRESETS.items():
+        if all(getattr(p, a) == getattr(cfg, a) for a in arch):
+            return name
+    raise UserError(f"no preset has a {cfg.dim}-wide, {cfg.depth}-deep model; choose one of {', '.join(PRESETS)}")
+
+
 def run_block(blk: nn.Module, x: torch.Tensor, recompute: bool) -> torch.Tensor:
     """blk(x); with `recompute`, its activations are not kept but recomputed in backward (memory for time)."""
     if recompute and torch.is_grad_enabled():

@@ -476,26 +476,40 @@ def finetune(quiet, **options) -> None:
 @click.option("--scratch", is_flag=True, help="Add the random-init baseline (same geometry as the runs).")
 @click.option("--data", default=None, help="Videos to evaluate on [none and no --run: the embedded default study].")
 @compare_option("--task", "tasks", type=TASK_CHOICE, multiple=True, help="Repeatable.")
-@compare_option("--probe", "probes", type=PROBE_CHOICE, multiple=True, help="Repeatable.")
+@compare_option("--probe", "probes", type=RegistryChoice("eval.probes:PROBES", extra=("finetune",)), multiple=True,
+                help="Repeatable; finetune = end-to-end fine-tuning (`smile-synth finetune`) of every run and seed.")
+@click.option("--finetune-set", "finetune_settings", multiple=True, metavar="KEY=VALUE",
+              help="A fine-tuning setting for --probe finetune, as `finetune`'s options with _ (e.g. steps=300).")
 @compare_option("--seeds", type=int)
 @click.option("--preset", default=None, help="Scratch's preset when no --run gives one.")
 @compare_option("--steps", type=int, help="Embedded default: pretraining steps per run.")
 @click.option("--out", required=True, help="Folder for report.md, report.csv, report.png.")
 @probe_options
-def compare(runs, scratch, data, tasks, probes, out, cache_dir, quiet, **options) -> None:
+def compare(runs, scratch, data, tasks, probes, out, cache_dir, quiet, finetune_settings, **options) -> None:
     """Pretrained encoders (and scratch) side by side over seeds; with no --run/--data, the embedded study."""
     from eval.compare import CompareConfig, parse_run
     from eval.compare import compare as run
 
     if cache_dir is None and not runs and not data:   # the embedded study keeps its features beside its report
         cache_dir = str(Path(out) / "features")
+    from smile_synth.config import parse_assignment
+
+    settings = {}
+    for text in finetune_settings:
+        keys, value = parse_assignment(text)
+        settings[".".join(keys)] = value
     cfg = CompareConfig(runs=tuple(parse_run(r) for r in runs), scratch=scratch, data=data, out=out, cache_dir=cache_dir,
+                        finetune_settings=settings,
                         progress=not quiet, **({"tasks": tasks} if tasks else {}), **({"probes": probes} if probes else {}),
                         **given(options))
     folder = run(cfg)
     click.echo(f"wrote {folder / 'report.md'}, report.csv and report.png")
     if not quiet:
         click.echo((folder / "report.md").read_text())
+
+
+from .export import export_command  # noqa: E402 - light (click only); its work imports when run
+cli.add_command(export_command)
 
 
 def main() -> None:
