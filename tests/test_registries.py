@@ -24,7 +24,8 @@ def options_of(command: str) -> dict[str, click.Option]:
     ("eval", "task", tasks.TASKS),
     ("eval", "probe", probes.PROBES),
     ("compare", "tasks", tasks.TASKS),
-    ("compare", "probes", probes.PROBES),
+    ("compare", "probes", {"finetune": None, **probes.PROBES}),   # end-to-end fine-tuning beside the feature probes
+    ("finetune", "task", tasks.TASKS),
 ])
 def test_cli_choices_are_the_registry(command, option, registry):
     choice = options_of(command)[option].type

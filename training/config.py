@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from generators.recipes import DEFAULT_RECIPE
 from smile_synth.errors import UserError
 
+from .distributed import PRECISIONS
 from .masking import mask_choices, resolve_mask_kind
 from .targets import TARGETS
 
 SOURCES = ("synthetic", "natural", "mixed")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # base lr (scaled by batch / 256): VideoMAE's for the real models; the CPU demo model learns in a few
 # hundred steps only with a larger one
 # SMILE's (and VideoMAE's) K400 pretraining budget: 400 epochs, warmup 5% of the steps

@@ -36,6 +36,17 @@ def setup_distributed() -> Dist:
     return Dist(rank, world, local, device)
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a --precision (one of PRECISIONS) on `device`; None = fp32, no autocast.
+    auto = bf16 on GPUs, fp32 on CPU."""
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    return {"auto": torch.bfloat16, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
 def close_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -25,7 +25,7 @@ from smile_synth.plots import loss_curve
 from .checkpoint import CHECKPOINT, load_weights, read_resume_checkpoint, save_atomic, save_encoder
 from .config import PretrainConfig
 from .data import BatchStream, Source, build_source
-from .distributed import Dist, close_distributed, setup_distributed
+from .distributed import Dist, autocast_dtype, close_distributed, setup_distributed
 from .engine import LOG_FILE, Run, run_loop
 from .masking import MaskSpec, TrajectoryMasker
 from .models import (
@@ -67,7 +67,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist) -> dict:
     model = build_model(cfg, s, d.device)
     lr = peak_lr(cfg, d.world)
     optimizer = build_optimizer(model, lr, cfg.weight_decay)
-    amp = autocast_dtype(cfg, d.device)
+    amp = autocast_dtype(cfg.precision, d.device)
     scaler = torch.amp.GradScaler(d.device.type, enabled=amp is torch.float16)
     start = 0
     if resume_from is not None:
@@ -121,12 +121,6 @@ def peak_lr(cfg: PretrainConfig, world: int) -> float:
     """The base lr scaled by the global batch / 256."""
     global_batch = cfg.batch_size * world
     return cfg.base_lr * global_batch / 256
-
-
-def autocast_dtype(cfg: PretrainConfig, device: torch.device) -> torch.dtype | None:
-    if cfg.precision == "fp32" or (cfg.precision == "auto" and device.type != "cuda"):
-        return None
-    return {"auto": torch.bfloat16, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
 
 
 def wrap_model(model: torch.nn.Module, cfg: PretrainConfig, d: Dist) -> torch.nn.Module:

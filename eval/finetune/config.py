@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from smile_synth.errors import UserError
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+from training.distributed import PRECISIONS
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from training.checkpoint import (
     save_atomic,
     save_safetensors,
 )
-from training.distributed import Dist, close_distributed, setup_distributed
+from training.distributed import Dist, autocast_dtype, close_distributed, setup_distributed
 from training.models import StudentConfig, count_parameters
 
 from ..evaluate import labelled_items
@@ -276,12 +276,6 @@ def resume(cfg: FinetuneConfig, out: Path, model, optimizer, scaler, steps: int,
     if d.main and start:
         log.warning("resuming %s at step %d", path, start)
     return start
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
-    return {"auto": torch.bfloat16, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 def describe(cfg, split, model, n_entries, start, steps, warmup, peak, d) -> str:

@@ -1,0 +1,192 @@
+"""`smile-synth export`: a run, checkpoint or classifier as a transformers VideoMAE folder or a VideoMAE .pth.
+
+--format hf        OUT/model.safetensors + OUT/config.json, loadable with transformers' from_pretrained(OUT):
+                   a fine-tuned classifier as VideoMAEForVideoClassification (id2label = its classes); a
+                   pretraining checkpoint with a pixel target as VideoMAEForPreTraining (encoder + decoder;
+                   it also loads as VideoMAEModel); any other encoder as VideoMAEModel. Needs transformers.
+--format videomae  OUT/checkpoint.pth = {"model": tensors with VideoMAE's original names} (torch.load with
+                   weights_only=True), for VideoMAE's own scripts: a pretraining checkpoint's full model
+                   (encoder.*, decoder.*), an encoder's fine-tuning keys, a classifier's modeling_finetune keys.
+
+The weights go through our own model first (loaded strictly), so an incomplete or mismatched file fails here
+with one line rather than in the other library. Name and layout conversions: training/hf.py.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from smile_synth.errors import UserError
+
+FORMATS = ("hf", "videomae")
+HF_FILES = ("model.safetensors", "config.json")   # config.json last: a folder with a config has its weights
+VIDEOMAE_FILE = "checkpoint.pth"
+
+
+@dataclass
+class Exportable:
+    """What a checkpoint holds, checked: `kind` one of training.hf's ENCODER / PRETRAINING / CLASSIFIER (the
+    transformers class it exports as), `weights` our names (that kind's layout), fp32 on the CPU."""
+    kind: str
+    cfg: object                      # training.models.StudentConfig
+    weights: dict
+    source: Path
+    summary: dict
+    class_names: list[str] | None = None
+    note: str = ""                   # what was left out, and why
+
+
+def export_source(path: str | Path) -> Path:
+    """The file to export for `path`: as every loader's (training.checkpoint.resolve_weights_file), except that
+    a pretraining run folder gives its checkpoint.pt, the only file with the decoder."""
+    from training.checkpoint import CHECKPOINT, CLASSIFIER_SAFETENSORS, resolve_weights_file, transformers_model_type
+
+    p = Path(path)
+    if (p.is_dir() and (p / CHECKPOINT).is_file() and not (p / CLASSIFIER_SAFETENSORS).is_file()
+            and transformers_model_type(p) is None):
+        return p / CHECKPOINT
+    return resolve_weights_file(p)
+
+
+def _strict(model, weights: dict, path: Path, what: str) -> dict:
+    """`weights` loaded into `model` (all of its parameters, shapes equal); returns model's state dict, fp32 CPU."""
+    from training.checkpoint import matching_weights
+
+    own = model.state_dict()
+    usable = matching_weights(path, weights, own, what=what)
+    missing = sorted(set(own) - set(usable))
+    if missing:
+        raise UserError(f"{path} lacks {missing[0]} ({len(missing)} weights in all) of {what}; "
+                        "is it a complete checkpoint of this kind?")
+    model.load_state_dict(usable)
+    return {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+
+
+def _class_names(ckpt: dict, n: int) -> list[str]:
+    """A classifier's class names: its "classifier" entry (classifier.safetensors), "classes" (a fine-tuning
+    checkpoint.pt), else transformers' LABEL_i."""
+    names = (ckpt.get("classifier") or {}).get("class_names") or ckpt.get("classes")
+    if isinstance(names, (list, tuple)) and len(names) == n:
+        return [str(c) for c in names]
+    return [f"LABEL_{i}" for i in range(n)]
+
+
+def _target(ckpt: dict) -> str | None:
+    """The pretraining target of a checkpoint (its summary's or config's), None when it does not say."""
+    for key in ("summary", "config"):
+        value = (ckpt.get(key) or {}).get("target")
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def load_exportable(path: str | Path, preset: str | None = None) -> Exportable:
+    """The checkpoint at `path` (run folder, checkpoint.pt, encoder.pt/.safetensors, classifier.safetensors, a
+    VideoMAE/SMILE file with `preset`, a transformers folder), loaded into our matching model to check it."""
+    from training import hf
+    from training.checkpoint import checkpoint_student, model_weights, read_checkpoint
+    from training.models import PretrainVideoTransformer, VideoEncoder
+
+    source = export_source(path)
+    ckpt = read_checkpoint(source)
+    cfg = checkpoint_student(ckpt, source, preset)
+    weights, summary = model_weights(ckpt), dict(ckpt.get("summary") or {})
+    kind = hf.layout_of(weights)
+    if kind == hf.CLASSIFIER:
+        from eval.finetune.model import VideoClassifier
+
+        n = weights["head.weight"].shape[0]
+        model = VideoClassifier(cfg, n)
+        return Exportable(kind, cfg, _strict(model, weights, source, f"a {n}-class classifier"), source, summary,
+                          _class_names(ckpt, n))
+    note = ""
+    if kind == hf.PRETRAINING:
+        head = weights.get("decoder.head.weight")
+        width = head.shape[0] if head is not None else cfg.target_dim
+        target = _target(ckpt) or ("pixel" if width == hf.pixel_dim(cfg) else None)   # VideoMAE's own: pixels
+        if target == "pixel" and width == hf.pixel_dim(cfg):
+            cfg = dataclasses.replace(cfg, target_dim=width)
+            model = PretrainVideoTransformer(cfg)
+            return Exportable(kind, cfg, _strict(model, weights, source, "a pretraining model"), source, summary)
+        note = (f"encoder only: the decoder predicts {target or 'unknown'} targets ({width} per token), and "
+                "transformers' VideoMAEForPreTraining predicts pixels")
+    encoder = {k.removeprefix("encoder."): v for k, v in weights.items()
+               if k.startswith("encoder.") or not k.startswith(("decoder.", "encoder_to_decoder", "mask_token"))}
+    return Exportable(hf.ENCODER, cfg, _strict(VideoEncoder(cfg), encoder, source, "an encoder"), source, summary,
+                      note=note)
+
+
+def export_hf(x: Exportable, out: Path) -> list[Path]:
+    """OUT/model.safetensors and OUT/config.json (each written whole or not at all) for transformers'
+    from_pretrained(OUT), as the class x.kind names. Returns the paths."""
+    from smile_synth.atomic import replacing
+    from training import hf
+    from training.checkpoint import save_safetensors
+
+    transformers = hf.require_transformers("smile-synth export --format hf")
+    kwargs = hf.videomae_config(x.cfg, mean_pooling=x.kind == hf.CLASSIFIER, norm_pix_loss=True)
+    kwargs.pop("model_type")
+    classifier = None
+    if x.class_names is not None:
+        kwargs.update(hf.label_maps(x.class_names))
+        classifier = {"num_classes": len(x.class_names), "class_names": x.class_names}
+    config = transformers.VideoMAEConfig(architectures=[x.kind], **kwargs)
+    weights, config_file = out / HF_FILES[0], out / HF_FILES[1]
+    # our metadata rides along in the header (transformers reads only "format"), so a re-import keeps the summary
+    save_safetensors(hf.to_hf(x.weights), weights, student=dataclasses.asdict(x.cfg), summary=x.summary,
+                     classifier=classifier)
+    with replacing(config_file) as tmp:
+        tmp.write_text(config.to_json_string())
+    return [weights, config_file]
+
+
+def export_videomae(x: Exportable, out: Path) -> list[Path]:
+    """OUT/checkpoint.pth: {"model": x.weights} (VideoMAE's names are ours), tensors only. Returns [path]."""
+    from training.checkpoint import save_atomic
+
+    path = out / VIDEOMAE_FILE
+    save_atomic({"model": {k: v.contiguous() for k, v in x.weights.items()}}, path)
+    return [path]
+
+
+def describe(x: Exportable, fmt: str, out: Path) -> str:
+    """One line: what was written and how to load it."""
+    from training import hf
+
+    geometry = f"{x.cfg.dim}-wide {x.cfg.depth}-deep, {x.cfg.frames} frames x {x.cfg.size} px"
+    if fmt == "hf":
+        what = {hf.ENCODER: "VideoMAEModel", hf.PRETRAINING: "VideoMAEForPreTraining (encoder + pixel decoder)",
+                hf.CLASSIFIER: f"VideoMAEForVideoClassification ({len(x.class_names or [])} classes)"}[x.kind]
+        load = f"transformers.{x.kind}.from_pretrained('{out}')"
+    else:
+        what = {hf.ENCODER: "VideoMAE fine-tuning keys (patch_embed, blocks, norm)",
+                hf.PRETRAINING: "VideoMAE pretraining keys (encoder.*, decoder.*)",
+                hf.CLASSIFIER: "VideoMAE modeling_finetune keys (patch_embed, blocks, fc_norm, head)"}[x.kind]
+        load = f"torch.load('{out / VIDEOMAE_FILE}', weights_only=True)['model']"
+    note = f"; {x.note}" if x.note else ""
+    return f"{what}, {geometry}, from {x.source}{note}; load with {load}"
+
+
+@click.command("export")
+@click.argument("source", metavar="RUN_OR_CHECKPOINT")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="hf", show_default=True,
+              help="hf: a transformers VideoMAE folder (config.json + model.safetensors); videomae: VideoMAE's "
+                   "original key layout as OUT/checkpoint.pth.")
+@click.option("--out", required=True, help="Output folder (created if needed).")
+@click.option("--preset", default=None,
+              help="tiny, small, base or large: the geometry of a file that does not carry it (VideoMAE/SMILE "
+                   "checkpoints); checked against files that do.")
+def export_command(source, fmt, out, preset) -> None:
+    """Export weights for other libraries: transformers (from_pretrained) or VideoMAE's own scripts."""
+    from smile_synth.atomic import ensure_writable_folder
+    from training.hf import require_transformers
+
+    if fmt == "hf":
+        require_transformers("smile-synth export --format hf")     # before any work
+    x = load_exportable(source, preset)
+    folder = ensure_writable_folder(out, "--out")
+    paths = export_hf(x, folder) if fmt == "hf" else export_videomae(x, folder)
+    click.echo(f"wrote {', '.join(str(p) for p in paths)}: {describe(x, fmt, folder)}")
