@@ -85,8 +85,9 @@ def save_safetensors(state_dict: dict[str, torch.Tensor], path: str | Path, stud
 def resolve_weights_file(path: str | Path) -> Path:
     """The file to read for `path`: the path itself; for a run folder its encoder.pt, else its
     encoder.safetensors, else (a fine-tuning run) its classifier.safetensors, else its checkpoint.pt; for a
-    transformers VideoMAE folder its model.safetensors, else its pytorch_model.bin; and a missing OUT/encoder.pt or OUT/checkpoint.pt is
-    OUT/encoder.safetensors when that exists (a run folder shipped with its safetensors file only)."""
+    transformers VideoMAE folder its model.safetensors, else its pytorch_model.bin; and a missing
+    OUT/encoder.pt or OUT/checkpoint.pt is OUT/encoder.safetensors when that exists (a run folder shipped
+    with its safetensors file only)."""
     path = Path(path)
     if path.is_dir():
         model_type = transformers_model_type(path)
@@ -166,7 +167,8 @@ def _from_transformers(path: Path, ckpt: dict) -> dict:
         try:
             config = json.loads(config_path.read_text())
         except (ValueError, OSError) as e:
-            raise UserError(f"cannot read {config_path}: {_first_line(e)}; it should be a transformers config") from None
+            raise UserError(f"cannot read {config_path}: {_first_line(e)}; it should be a transformers "
+                            "config") from None
         if not isinstance(config, dict):
             raise UserError(f"{config_path} is not a transformers config (a JSON object)")
         out["student"] = hf.student_from_config(config, str(config_path))
@@ -291,7 +293,7 @@ def checkpoint_student(ckpt: dict, path: str | Path, preset: str | None):
 
 def load_encoder(path: str | Path, preset: str | None = None):
     """The pretrained encoder of `path` (our encoder.pt, encoder.safetensors, checkpoint.pt or run folder, or
-    a VideoMAE/SMILE pretraining checkpoint), ready for feature extraction.
+    a VideoMAE/SMILE pretraining checkpoint, or a transformers VideoMAE folder), ready for feature extraction.
 
     Our files carry their student config; for others give `preset` (its geometry must match the
     weights). Returns (VideoEncoder in eval mode, StudentConfig, summary of what it saw in pretraining,

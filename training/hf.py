@@ -91,7 +91,8 @@ def _square(value, what: str, where: str) -> int:
     """An int size from transformers' int or [h, w]; ours are square."""
     if isinstance(value, (list, tuple)):
         if len(value) != 2 or value[0] != value[1]:
-            raise UserError(f"{where}: {what} {list(value)} is not square; only square frames and patches are supported")
+            raise UserError(f"{where}: {what} {list(value)} is not square; only square frames and patches "
+                            "are supported")
         value = value[0]
     return int(value)
 
@@ -111,7 +112,8 @@ def student_from_config(config: dict, where: str = "config.json") -> dict:
     mlp_ratio = int(get("intermediate_size", 3072)) / dim
     if int(get("decoder_intermediate_size", 1536)) != int(decoder_dim * mlp_ratio):
         raise UserError(f"{where}: decoder_intermediate_size {config['decoder_intermediate_size']} is not "
-                        f"{mlp_ratio:g} x decoder_hidden_size {decoder_dim} (the encoder's ratio), which is all ours support")
+                        f"{mlp_ratio:g} x decoder_hidden_size {decoder_dim} (the encoder's ratio), which is all "
+                        "ours support")
     patch, tubelet = _square(get("patch_size", 16), "patch_size", where), int(get("tubelet_size", 2))
     return {"size": _square(get("image_size", 224), "image_size", where), "frames": int(get("num_frames", 16)),
             "patch": patch, "tubelet": tubelet, "dim": dim, "depth": int(get("num_hidden_layers", 12)),
@@ -158,7 +160,8 @@ def _block_to_hf(rest: str, v: torch.Tensor, where: str) -> dict[str, torch.Tens
 
 
 def _trunk_to_hf(k: str, v: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Encoder names (patch_embed.*, blocks.N.*, norm.*) -> VideoMAEModel's (embeddings.*, encoder.layer.N.*, layernorm.*)."""
+    """Encoder names (patch_embed.*, blocks.N.*, norm.*) -> VideoMAEModel's (embeddings.*, encoder.layer.N.*,
+    layernorm.*)."""
     if k.startswith("patch_embed.proj."):
         return {"embeddings.patch_embeddings.projection." + k.removeprefix("patch_embed.proj."): v}
     m = re.match(r"blocks\.(\d+)\.(.+)$", k)
@@ -210,7 +213,8 @@ def _blocks_from_hf(entries: dict[str, dict[str, torch.Tensor]], prefix: str, wh
         layer = {_BIAS_ALIASES.get(n, n): w for n, w in layer.items()}
         names = [f"attention.attention.{n}.weight" for n in _QKV]
         if not all(n in layer for n in names):
-            raise UserError(f"{where}: layer {i} lacks its query/key/value weights; is it a complete VideoMAE checkpoint?")
+            raise UserError(f"{where}: layer {i} lacks its query/key/value weights; is it a complete VideoMAE "
+                            "checkpoint?")
         if "attention.attention.key.bias" in layer:
             raise UserError(f"{where}: layer {i} has a key bias, which VideoMAE's attention (and ours) does not have")
         qkv = [layer.pop(n) for n in names]
@@ -219,7 +223,8 @@ def _blocks_from_hf(entries: dict[str, dict[str, torch.Tensor]], prefix: str, wh
             layer.setdefault(bias, torch.zeros(qkv[0].shape[0], dtype=qkv[0].dtype))
         for n, w in layer.items():
             ours = next((o + n[len(t):] for t, o in from_hf.items() if n.startswith(t)), None)
-            out[f"{prefix}blocks.{i}.{ours}" if ours else f"{prefix}blocks.{i}.hf.{n}"] = w   # unknown: kept, reported unused
+            # a name it does not know is kept (under "hf.") and reported unused by the loaders
+            out[f"{prefix}blocks.{i}.{ours}" if ours else f"{prefix}blocks.{i}.hf.{n}"] = w
     return out
 
 

@@ -187,6 +187,9 @@ def export_command(source, fmt, out, preset) -> None:
     if fmt == "hf":
         require_transformers("smile-synth export --format hf")     # before any work
     x = load_exportable(source, preset)
+    if fmt == "hf" and Path(out).resolve() == x.source.parent.resolve():
+        raise UserError(f"--out {out} is the folder of {x.source}: a transformers config.json there would shadow "
+                        "the run's own files; choose another folder")
     folder = ensure_writable_folder(out, "--out")
     paths = export_hf(x, folder) if fmt == "hf" else export_videomae(x, folder)
     click.echo(f"wrote {', '.join(str(p) for p in paths)}: {describe(x, fmt, folder)}")
