@@ -105,6 +105,9 @@ class FinetuneConfig:
         for name in ("drop_path", "head_dropout", "label_smoothing"):
             if not 0 <= getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)} must be in [0, 1)")
+        if self.mixes and not self.eval_only and self.batch_size * self.repeated_aug < 2:
+            raise UserError("mixup/cutmix pair the clips of a batch: --batch-size x --repeated-aug must be >= 2 "
+                            "(or --mixup-prob 0)")
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise UserError(f"--clip-grad {self.clip_grad} must be > 0")
         if self.augment_spec is not None:

@@ -84,7 +84,8 @@ class ClipAugment:
         from timm.data.random_erasing import RandomErasing
 
         self.size, self.flip = size, flip
-        hparams = {"translate_const": int(size * 0.45), "img_mean": (124, 116, 104)}   # timm's ImageNet values
+        # timm's ImageNet values; translation relative to the decoded frames RandAugment sees (before the crop)
+        hparams = {"translate_const": int(size * TRAIN_SHORT_SIDE * 0.45), "img_mean": (124, 116, 104)}
         self.rand_augment = rand_augment_transform(rand_augment, hparams) if rand_augment else None
         self.erase = RandomErasing(reprob, mode="pixel", max_count=1, device="cpu") if reprob > 0 else None
 
@@ -138,7 +139,8 @@ class TrainClips(torch.utils.data.Dataset):
             else:
                 idx = np.asarray(entry.frames)
             frames = decode_frames(Path(item.path), idx, short_side=math.ceil(self.size * TRAIN_SHORT_SIDE))
-            clips = torch.stack([self.augment(frames, seed + r) for r in range(self.repeats)])
+            # one seed per (seed, epoch, position, repeat): seed + r would be position + 1's repeat r - 1
+            clips = torch.stack([self.augment(frames, (seed * 1_000_003 + r) % 2**62) for r in range(self.repeats)])
         except BadVideo as e:
             return {"error": str(e), "path": str(item.path)}
         except Exception as e:  # noqa: BLE001 - anything a broken file provokes: skip and count it
@@ -147,16 +149,17 @@ class TrainClips(torch.utils.data.Dataset):
 
 
 def collate(samples: list[dict]) -> dict:
-    """{"video": (B*R, 3, T, S, S), "label": (B*R,), "bad": count, "bad_paths": [...]}; bad samples dropped."""
+    """{"video": (B*R, 3, T, S, S), "label": (B*R,), "videos": good count, "bad": count, "bad_paths": [...]};
+    bad samples dropped."""
     good = [s for s in samples if "clips" in s]
     bad = [s for s in samples if "clips" not in s]
     for s in bad:
         log.warning("skipped %s", s["error"])
     if not good:
-        return {"video": None, "label": None, "bad": len(bad), "bad_paths": [s["path"] for s in bad]}
+        return {"video": None, "label": None, "videos": 0, "bad": len(bad), "bad_paths": [s["path"] for s in bad]}
     video = torch.cat([s["clips"] for s in good])
     label = torch.tensor([s["label"] for s in good for _ in range(len(s["clips"]))], dtype=torch.long)
-    return {"video": video, "label": label, "bad": len(bad), "bad_paths": [s["path"] for s in bad]}
+    return {"video": video, "label": label, "videos": len(good), "bad": len(bad), "bad_paths": [s["path"] for s in bad]}
 
 
 class StepBatches(torch.utils.data.Sampler):

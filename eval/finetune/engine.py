@@ -16,7 +16,7 @@ import torch
 
 from smile_synth.errors import UserError
 from smile_synth.video import BadVideo, VideoItem, video_length
-from training.distributed import Dist, all_ranks_mean
+from training.distributed import Dist, all_ranks_mean, all_ranks_sum
 from training.engine import LossLog, SampleTally
 from training.targets import normalize, to_unit_video
 
@@ -105,17 +105,21 @@ def train_loop(loop: Loop, loader) -> int:
         batches = iter(loader)
         for step in range(loop.start, loop.steps):
             batch = log.next_batch(batches)
-            n = 0 if batch["video"] is None else len(batch["label"])
-            tally.add({"bad": batch["bad"], "error": None if n or not batch["bad"] else
-                       f"every video of a batch was unreadable (e.g. {batch['bad_paths'][0]})"}, n, d)
+            n = batch["videos"]            # the bad share is of videos, as "bad" counts videos (not clips)
+            tally.add({"bad": batch["bad"], "error": None}, n, d)     # stops past --max-bad-share only
             loop.scheduler.step_update(step)
             lr = max(g["lr"] for g in loop.optimizer.param_groups)
-            value = train_step(loop, batch, step)
-            log.add(value)
+            clips = 0 if batch["video"] is None else len(batch["video"])
+            # a batch left with too few clips (all its videos unreadable) is skipped on every rank, as DDP needs
+            if all_ranks_sum([clips < (2 if loop.mixup is not None else 1)], d)[0]:
+                value = float("nan")
+            else:
+                value = train_step(loop, batch, step)
+                log.add(value)
             done = step + 1
             bar.update(1)
             bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}", bad=tally.bad)
-            if done % loop.log_every == 0 or done == loop.steps:
+            if (done % loop.log_every == 0 or done == loop.steps) and log.n:
                 log.flush(done, lr, tally.bad)
             if done % loop.save_every == 0 and done != loop.steps:
                 loop.save(done)

@@ -46,8 +46,10 @@ class VideoClassifier(VideoEncoder):
         return self.head(self.fc_dropout(self.forward_features(video)))
 
     def group_matcher(self, coarse: bool = False) -> dict:
-        """Layer ids for timm's layer-wise lr decay: patch_embed 0, block i i+1, fc_norm and head last."""
-        return {"stem": r"^patch_embed", "blocks": [(r"^blocks\.(\d+)", None), (r"^fc_norm", (99999,))]}
+        """Layer ids for timm's layer-wise lr decay: patch_embed 0, block i i+1, fc_norm and head last
+        (unmatched, so scale 1, as VideoMAE's get_num_layer_for_vit; timm's (99999,) would put fc_norm
+        with the last block)."""
+        return {"stem": r"^patch_embed", "blocks": [(r"^blocks\.(\d+)", None)]}
 
     def no_weight_decay(self) -> set[str]:
         return set()      # biases and norms (ndim 1) are excluded by the parameter-group rule

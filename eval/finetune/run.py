@@ -97,7 +97,11 @@ def classifier_student(cfg: FinetuneConfig) -> tuple[StudentConfig, dict]:
         from training.models import student_config
         base, source = student_config(cfg.preset), {}
     else:
+        folds = sorted(Path(cfg.checkpoint).glob("fold-*/" + CLASSIFIER_SAFETENSORS))
         path = resolve_weights_file(cfg.checkpoint)
+        if folds and not path.is_file():
+            raise UserError(f"{cfg.checkpoint} is a {len(folds)}-fold fine-tuning run; give one fold's folder, "
+                            f"e.g. --checkpoint {folds[0].parent}")
         ckpt = read_checkpoint(path)
         base = checkpoint_student(ckpt, path, cfg.preset)
         source = {"path": str(path), "summary": dict(ckpt.get("summary") or {}),
@@ -179,6 +183,7 @@ def run_split(cfg: FinetuneConfig, d: Dist, split: Split, s: StudentConfig, clas
     probs, labels, view_skipped = test_views(model, split.test, examples, spec, d, amp, progress=cfg.progress)
     skipped = {**skipped, **test_skipped, **view_skipped}
     result = {"split": split.name, "probs": probs, "labels": labels, "n_train_clips": n_train, "steps": steps,
+              "n_train_videos": len(split.train), "clips_seen": steps * cfg.batch_size * cfg.repeated_aug * d.world,
               "skipped": skipped, "n_test_videos": len(split.test)}
     if split.name and d.main:
         write_json_atomic(split.out / METRICS, metrics_of(cfg, [result], classes, s, source))
@@ -312,7 +317,10 @@ def metrics_of(cfg: FinetuneConfig, results: list[dict], classes: list[str], s: 
         "per_class_accuracy": {c: (float(confusion[i, i] / counts[i]) if counts[i] else None) for i, c in enumerate(classes)},
         "per_fold_top1": [topk_accuracy(r["probs"], r["labels"], 1) for r in results if len(r["labels"])],
         "classes": classes, "confusion": confusion.tolist(),
+        # training examples (labels task: videos, a fresh window each epoch; motion tasks: windows x labels) per split
         "n_train_clips": int(sum(r["n_train_clips"] for r in results) / len(results)), "n_test_clips": int(len(labels)),
+        "n_train_videos": int(sum(r["n_train_videos"] for r in results) / len(results)),
+        "train_clips_seen": [r["clips_seen"] for r in results],
         "n_videos": int(sum(r["n_test_videos"] for r in results)), "views": views,
         "skipped_videos": len(skipped), "skipped": skipped, "steps": [r["steps"] for r in results],
         "encoder": {"checkpoint": cfg.checkpoint, "random_init": cfg.random_init, "frames": s.frames, "size": s.size,
