@@ -644,3 +644,36 @@ def test_step_batches_resume_and_ranks():
         keys = [k[:2] for r in (0, 1) for b in ranks[r][2 * e:2 * e + 2] for k in b]
         assert len(set(keys)) == 8                                       # (epoch, position): each augmentation once
     assert list(StepBatches(10, 2, 6, 3, seed=4, rank=1, world=2)) == ranks[1][3:]
+
+
+# ------------------------------------------------------------------------ compare --probe finetune
+
+def test_compare_probe_finetune_sits_beside_the_frozen_probes(tmp_path, tiny_pretraining, lists):
+    """Every run and scratch fine-tuned with the same recipe and seeds; the report has the fine-tune
+    column next to the linear probe's, with seed spread; scratch takes the runs' geometry."""
+    _, run = tiny_pretraining
+    train, test = lists
+    out = tmp_path / "cmp"
+    result = run_cli(*["compare", "--run", f"tiny={run}", "--scratch", "--data", str(train), "--test-data", str(test),
+                      "--task", "arrow-of-time", "--probe", "finetune", "--probe", "linear", "--seeds", 2,
+                      "--windows", 2, "--crops", 1, "--cache-dir", "", "--out", out, "--quiet",
+                      "--finetune-set", "steps=2", "--finetune-set", "batch_size=2", "--finetune-set", "workers=0",
+                      "--finetune-set", "test_crops=1"])
+    assert result.exit_code == 0, result.output
+    report = (out / "report.md").read_text()
+    assert "| arrow-of-time/finetune | arrow-of-time/linear |" in report
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    tuned = [r for r in rows if r["probe"] == "finetune"]
+    assert sorted((r["run"], r["seed"]) for r in tuned) == [("scratch", 0), ("scratch", 1), ("tiny", 0), ("tiny", 1)]
+    assert all(r["steps"] == [2] and r["encoder"]["frames"] == FRAMES and r["encoder"]["size"] == SIZE for r in tuned)
+    assert {r["encoder"]["random_init"] for r in tuned if r["run"] == "scratch"} == {True}
+    assert (out / "finetune" / "tiny-seed1" / "arrow-of-time" / "classifier.safetensors").is_file()
+
+
+def test_compare_refuses_a_finetune_setting_it_sets_itself(tmp_path, tiny_pretraining, lists):
+    _, run = tiny_pretraining
+    train, _ = lists
+    for setting, needle in (("seed=3", "--finetune-set seed"), ("learning_rate=1", "--finetune-set")):
+        result = run_cli(*["compare", "--run", f"tiny={run}", "--data", str(train), "--probe", "finetune",
+                          "--finetune-set", setting, "--out", tmp_path / "x", "--quiet"])
+        assert_user_error(result, needle)

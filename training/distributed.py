@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -34,6 +36,16 @@ def setup_distributed() -> Dist:
         dist.init_process_group("nccl" if cuda else "gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
     return Dist(rank, world, local, device)
+
+
+@contextmanager
+def distributed_run() -> Iterator[Dist]:
+    """with distributed_run() as d: the process group of a run (joined, then left however the run ends)."""
+    d = setup_distributed()
+    try:
+        yield d
+    finally:
+        close_distributed()
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")

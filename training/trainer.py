@@ -25,7 +25,7 @@ from smile_synth.plots import loss_curve
 from .checkpoint import CHECKPOINT, load_weights, read_resume_checkpoint, save_atomic, save_encoder
 from .config import PretrainConfig
 from .data import BatchStream, Source, build_source
-from .distributed import Dist, autocast_dtype, close_distributed, setup_distributed
+from .distributed import Dist, autocast_dtype, distributed_run
 from .engine import LOG_FILE, Run, run_loop
 from .masking import MaskSpec, TrajectoryMasker
 from .models import (
@@ -48,11 +48,8 @@ RESUME_FIXED = ("preset", "frames", "size", "target", "teacher", "batch_size", "
 
 def pretrain(cfg: PretrainConfig) -> dict:
     """Run (or resume) a pretraining run into cfg.out. Returns the run summary."""
-    d = setup_distributed()
-    try:
+    with distributed_run() as d:
         return _pretrain(cfg, d)
-    finally:
-        close_distributed()
 
 
 def _pretrain(cfg: PretrainConfig, d: Dist) -> dict:

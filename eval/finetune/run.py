@@ -32,7 +32,7 @@ from training.checkpoint import (
     save_atomic,
     save_safetensors,
 )
-from training.distributed import Dist, autocast_dtype, close_distributed, setup_distributed
+from training.distributed import Dist, autocast_dtype, distributed_run
 from training.models import StudentConfig, count_parameters
 
 from ..evaluate import labelled_items
@@ -65,11 +65,8 @@ class Split:
 def finetune(cfg: FinetuneConfig) -> dict:
     """Fine-tune (or with eval_only, test) into cfg.out; returns the metrics (also OUT/metrics.json)."""
     cfg = cfg.validate()
-    d = setup_distributed()
-    try:
+    with distributed_run() as d:
         return _finetune(cfg, d)
-    finally:
-        close_distributed()
 
 
 def _finetune(cfg: FinetuneConfig, d: Dist) -> dict:
