@@ -677,3 +677,28 @@ def test_compare_refuses_a_finetune_setting_it_sets_itself(tmp_path, tiny_pretra
         result = run_cli(*["compare", "--run", f"tiny={run}", "--data", str(train), "--probe", "finetune",
                           "--finetune-set", setting, "--out", tmp_path / "x", "--quiet"])
         assert_user_error(result, needle)
+
+
+def test_a_videomae_finetuned_checkpoint_tests_here(tmp_path, lists, monkeypatch):
+    """A file as VideoMAE's run_class_finetuning saves it ({"model": modeling_finetune keys, "args":
+    Namespace}, no geometry) evaluates with --eval-only --preset, and its logits are ours."""
+    import argparse
+
+    _, test = lists
+    torch.manual_seed(3)
+    model = build_classifier("tiny", 2, frames=FRAMES, size=SIZE)
+    path = tmp_path / "checkpoint-best.pth"
+    torch.save({"model": model.state_dict(), "epoch": 9, "args": argparse.Namespace(nb_classes=2)}, path)
+    assert_user_error(run_cli("finetune", "--eval-only", "--checkpoint", path, "--data", test, "--task", "arrow-of-time",
+                              "--out", tmp_path / "x", "--quiet"), "--preset")
+    captured = {}
+    real = E.test_views
+
+    def spy(m, *a, **kw):
+        captured["state"] = {k: v.clone() for k, v in m.state_dict().items()}
+        return real(m, *a, **kw)
+
+    monkeypatch.setattr(R, "test_views", spy)
+    m = finetune(api_config(tmp_path / "ev", test, random_init=False, eval_only=True, checkpoint=str(path)))
+    assert m["n_test_clips"] > 0 and m["classes"] == ["forward", "reversed"]
+    assert all(torch.equal(captured["state"][k], v) for k, v in model.state_dict().items())

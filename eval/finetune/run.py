@@ -330,5 +330,6 @@ def summary_line(m: dict) -> str:
     top5 = f", top-5 {100 * m['top5']:.1f}%" if m.get("top5") is not None else ""
     skipped = f"; {m['skipped_videos']} videos skipped" if m.get("skipped_videos") else ""
     views = f"{m['views']['clips']}x{m['views']['crops']} views"
+    trained = f", {m['n_train_clips']} training clips" if m["n_train_clips"] else ""
     return (f"{m['task']} / finetune: top-1 {100 * m['top1']:.1f}%{top5} (chance {100 * m['chance']:.1f}%) on "
-            f"{m['n_test_clips']} test clips ({views}), {m['n_train_clips']} training clips, {m['split']}, seed {m['seed']}{skipped}")
+            f"{m['n_test_clips']} test clips ({views}){trained}, {m['split']}, seed {m['seed']}{skipped}")
