@@ -25,7 +25,7 @@ from training import hf
 from training.checkpoint import (load_encoder, load_weights, read_checkpoint, resolve_weights_file, save_atomic,
                                  save_encoder, save_safetensors)
 from training.models import PretrainVideoTransformer, VideoEncoder, student_config
-from training.targets import normalize, pixel_targets
+from training.targets import IMAGENET_MEAN, IMAGENET_STD, normalize, pixel_targets
 
 transformers = pytest.importorskip("transformers")
 
@@ -307,6 +307,9 @@ def test_the_readme_example_classifies_a_clip(tmp_path):
     with redirect_stdout(printed):
         exec(code.replace(f'"{folder}"', repr(str(tmp_path / "hf"))), {})
     assert printed.getvalue().strip() in CLASSES
+    processor = transformers.VideoMAEImageProcessor.from_pretrained(tmp_path / "hf")
+    assert processor.crop_size == {"height": SIZE, "width": SIZE} and processor.size == {"shortest_edge": SIZE}
+    assert tuple(processor.image_mean) == IMAGENET_MEAN and tuple(processor.image_std) == IMAGENET_STD
 
 
 def test_pretrain_init_takes_a_transformers_folder(tmp_path, caplog):

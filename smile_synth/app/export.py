@@ -1,6 +1,7 @@
 """`smile-synth export`: a run, checkpoint or classifier as a transformers VideoMAE folder or a VideoMAE .pth.
 
---format hf        OUT/model.safetensors + OUT/config.json, loadable with transformers' from_pretrained(OUT):
+--format hf        OUT/model.safetensors + OUT/config.json (+ preprocessor_config.json for
+                   VideoMAEImageProcessor), loadable with transformers' from_pretrained(OUT):
                    a fine-tuned classifier as VideoMAEForVideoClassification (id2label = its classes); a
                    pretraining checkpoint with a pixel target as VideoMAEForPreTraining (encoder + decoder;
                    it also loads as VideoMAEModel); any other encoder as VideoMAEModel. Needs transformers.
@@ -22,7 +23,8 @@ import click
 from smile_synth.errors import UserError
 
 FORMATS = ("hf", "videomae")
-HF_FILES = ("model.safetensors", "config.json")   # config.json last: a folder with a config has its weights
+# config.json last: a folder with a config has its weights; preprocessor_config.json = our resize, crop, normalisation
+HF_FILES = ("model.safetensors", "preprocessor_config.json", "config.json")
 VIDEOMAE_FILE = "checkpoint.pth"
 
 
@@ -134,13 +136,24 @@ def export_hf(x: Exportable, out: Path) -> list[Path]:
         kwargs.update(hf.label_maps(x.class_names))
         classifier = {"num_classes": len(x.class_names), "class_names": x.class_names}
     config = transformers.VideoMAEConfig(architectures=[x.kind], **kwargs)
-    weights, config_file = out / HF_FILES[0], out / HF_FILES[1]
+    weights, processor_file, config_file = (out / name for name in HF_FILES)
     # our metadata rides along in the header (transformers reads only "format"), so a re-import keeps the summary
     save_safetensors(hf.to_hf(x.weights), weights, student=dataclasses.asdict(x.cfg), summary=x.summary,
                      classifier=classifier)
-    with replacing(config_file) as tmp:
-        tmp.write_text(config.to_json_string())
-    return [weights, config_file]
+    for path, text in ((processor_file, image_processor(transformers, x.cfg).to_json_string()),
+                       (config_file, config.to_json_string())):
+        with replacing(path) as tmp:
+            tmp.write_text(text)
+    return [weights, processor_file, config_file]
+
+
+def image_processor(transformers, cfg):
+    """transformers' VideoMAEImageProcessor doing what our test views do: short side to the model's size,
+    centre crop, [0, 1], ImageNet mean/std (training.targets)."""
+    from training.targets import IMAGENET_MEAN, IMAGENET_STD
+    return transformers.VideoMAEImageProcessor(size={"shortest_edge": cfg.size},
+                                               crop_size={"height": cfg.size, "width": cfg.size},
+                                               image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD))
 
 
 def export_videomae(x: Exportable, out: Path) -> list[Path]:
