@@ -702,3 +702,23 @@ def test_a_videomae_finetuned_checkpoint_tests_here(tmp_path, lists, monkeypatch
     m = finetune(api_config(tmp_path / "ev", test, random_init=False, eval_only=True, checkpoint=str(path)))
     assert m["n_test_clips"] > 0 and m["classes"] == ["forward", "reversed"]
     assert all(torch.equal(captured["state"][k], v) for k, v in model.state_dict().items())
+
+
+def test_eval_probes_a_finetuned_classifier(tmp_path, lists):
+    """`eval --checkpoint` of a fine-tuning run: the classifier's encoder (no final norm under mean
+    pooling) gives the tokens that its fc_norm and head see."""
+    from training.checkpoint import load_encoder
+
+    train, test = lists
+    out = tmp_path / "ft"
+    finetune(api_config(out, train, test_data=str(test), steps=1))
+    encoder, cfg, _ = load_encoder(out)
+    clf = build_classifier("tiny", 2, frames=FRAMES, size=SIZE)
+    load_into_classifier(clf, out, strict_head=True)
+    video = torch.randn(2, 3, FRAMES, SIZE, SIZE)
+    with torch.no_grad():
+        assert torch.allclose(clf.head(clf.fc_norm(encoder(video).mean(1))), clf.eval()(video), atol=1e-5)
+    result = run_cli("eval", "--checkpoint", out, "--data", train, "--task", "arrow-of-time", "--windows", 2, "--crops", 1,
+                     "--folds", 2, "--cache-dir", "", "--out", tmp_path / "ev", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["n_test_clips"] > 0

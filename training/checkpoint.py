@@ -306,6 +306,8 @@ def load_encoder(path: str | Path, preset: str | None = None):
     weights = {k.removeprefix("encoder."): v for k, v in weights.items()
                if k.startswith("encoder.") or not k.startswith(("decoder.", "encoder_to_decoder", "mask_token"))}
     encoder = VideoEncoder(cfg)
+    if "norm.weight" not in weights and any(k.startswith("blocks.") for k in weights):
+        encoder.norm = nn.Identity()     # a fine-tuned classifier (mean pooling): its tokens have no final norm
     own = encoder.state_dict()
     usable = matching_weights(path, weights, own, what=f"a {_preset_name(cfg)} encoder")
     missing = sorted(set(own) - set(usable))
