@@ -53,8 +53,10 @@ def confusion_picture(matrix, class_names: list[str], out: str | Path, title: st
     m = np.asarray(matrix, dtype=float)
     shares = m / np.maximum(m.sum(1, keepdims=True), 1)
     n = len(class_names)
-    side = min(12.0, 2.5 + 0.35 * n)
-    fig, ax = plt.subplots(figsize=(side, side * 0.85), dpi=120)
+    import textwrap
+
+    side = min(12.0, 4.0 + 0.3 * n)
+    fig, ax = plt.subplots(figsize=(side + 1.0, side), dpi=120)
     im = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
     ticks = range(n) if n <= 40 else range(0, n, max(1, n // 20))
@@ -67,7 +69,7 @@ def confusion_picture(matrix, class_names: list[str], out: str | Path, title: st
             for j in range(n):
                 ax.text(j, i, f"{shares[i, j]:.2f}", ha="center", va="center", fontsize=7,
                         color="white" if shares[i, j] > 0.5 else "black")
-    ax.set_title(title, fontsize=10)
+    ax.set_title("\n".join(textwrap.wrap(title, 48)), fontsize=9)
     fig.tight_layout()
     with replacing(out) as tmp:
         fig.savefig(tmp, format="png")

@@ -238,6 +238,10 @@ def train(cfg: FinetuneConfig, d: Dist, split: Split, model: VideoClassifier, en
         del loader
         save(steps)
     if d.main:
+        from smile_synth.plots import loss_curve
+        from training.engine import LOG_FILE
+        if (split.out / LOG_FILE).is_file():
+            loss_curve(split.out / LOG_FILE, split.out / "loss.png", f"finetune {cfg.task}{' ' + split.name if split.name else ''}")
         save_safetensors(model.state_dict(), split.out / CLASSIFIER_SAFETENSORS, student=asdict(s),
                          summary={**source.get("summary", {}), "finetune": {"task": cfg.task, "data": cfg.data, "steps": steps,
                                                                             "split": split.name}},
