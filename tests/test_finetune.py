@@ -567,14 +567,12 @@ def test_every_clip_of_a_batch_gets_its_own_augmentation(test_videos):
     assert not torch.equal(ds[(1, 1, 1)]["clips"], ds[(0, 1, 1)]["clips"])      # another epoch, other draws
 
 
-def test_unreadable_training_videos_past_max_bad_share_stop_the_run(tmp_path, lists, test_videos, monkeypatch):
-    """--max-bad-share is a share of videos: one of three failing to decode is more than 0.3 (with
-    each good video giving 2 clips, 1 bad in 2 x 2 + 1 would not be)."""
+@pytest.fixture
+def one_broken_of_three(tmp_path, test_videos, monkeypatch) -> Path:
+    """A training list of the 3 test videos whose second fails to decode (BadVideo) during training."""
     from eval.finetune import data as D
     from smile_synth.video import BadVideo
 
-    _, test = lists
-    train = write_list(tmp_path / "train.txt", test_videos)
     broken, real = str(test_videos[1]), D.decode_frames
 
     def decode(path, idx, short_side=None):
@@ -583,6 +581,14 @@ def test_unreadable_training_videos_past_max_bad_share_stop_the_run(tmp_path, li
         return real(path, idx, short_side=short_side)
 
     monkeypatch.setattr(D, "decode_frames", decode)
+    return write_list(tmp_path / "train.txt", test_videos)
+
+
+def test_unreadable_training_videos_past_max_bad_share_stop_the_run(tmp_path, lists, one_broken_of_three):
+    """--max-bad-share is a share of videos: one of three failing to decode is more than 0.3 (with
+    each good video giving 2 clips, 1 bad in 2 x 2 + 1 would not be)."""
+    _, test = lists
+    train = one_broken_of_three
     with pytest.raises(UserError, match="--max-bad-share"):
         finetune(api_config(tmp_path / "out", train, test_data=str(test), steps=30, batch_size=4, max_bad_share=0.3))
     m = finetune(api_config(tmp_path / "ok", train, test_data=str(test), steps=3, batch_size=4, max_bad_share=0.4,
@@ -590,22 +596,11 @@ def test_unreadable_training_videos_past_max_bad_share_stop_the_run(tmp_path, li
     assert read_log(tmp_path / "ok")[-1]["bad"] > 0 and m["steps"] == [3]
 
 
-def test_a_batch_of_only_unreadable_videos_is_skipped_not_fatal(tmp_path, lists, test_videos, monkeypatch):
+def test_a_batch_of_only_unreadable_videos_is_skipped_not_fatal(tmp_path, lists, one_broken_of_three):
     """With one video per step, the steps that draw the broken one have nothing to train on: they are
     skipped (and counted), and the run goes on under --max-bad-share."""
-    from eval.finetune import data as D
-    from smile_synth.video import BadVideo
-
     _, test = lists
-    train = write_list(tmp_path / "train.txt", test_videos)
-    broken, real = str(test_videos[1]), D.decode_frames
-
-    def decode(path, idx, short_side=None):
-        if str(path) == broken:
-            raise BadVideo(f"{path}: broken stream")
-        return real(path, idx, short_side=short_side)
-
-    monkeypatch.setattr(D, "decode_frames", decode)
+    train = one_broken_of_three
     m = finetune(api_config(tmp_path / "out", train, test_data=str(test), steps=6, batch_size=1, max_bad_share=0.9,
                             log_every=1))
     log = read_log(tmp_path / "out")

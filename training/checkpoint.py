@@ -194,6 +194,39 @@ def read_resume_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
+def resume_path(resume: str | None, out: str | Path) -> Path | None:
+    """The checkpoint a run continues from: --resume auto gives OUT/checkpoint.pt if there is one, a path
+    gives itself; None or "none" a fresh run, which refuses an OUT that already holds one (one UserError)."""
+    ckpt_path = Path(out) / CHECKPOINT
+    if resume == "auto":
+        return ckpt_path if ckpt_path.is_file() else None
+    if resume not in (None, "none"):
+        return Path(resume)
+    if ckpt_path.is_file():
+        raise UserError(f"{out} already holds a run ({CHECKPOINT}); continue it with --resume auto or choose another --out")
+    return None
+
+
+def restore_training_state(path: str | Path, cfg, fixed: tuple[str, ...], model: nn.Module, optimizer, scaler,
+                           steps: int) -> int:
+    """Continue a run from the checkpoint at `path`: the settings named in `fixed` must equal cfg's (the
+    checkpoint's "config"; one UserError line naming the first that differs), then the model, optimizer and
+    scaler states load. Returns its step, which must not be past the run's `steps`."""
+    ckpt = read_resume_checkpoint(path)
+    old = ckpt.get("config", {})
+    for k in fixed:
+        if k in old and old[k] != getattr(cfg, k):
+            raise UserError(f"cannot resume {path}: it was run with {k}={old[k]!r}, now {getattr(cfg, k)!r}; "
+                            "keep the setting or start a new run with another --out")
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scaler.load_state_dict(ckpt["scaler"])
+    start = int(ckpt["step"])
+    if start > steps:
+        raise UserError(f"{path} is at step {start}, past --steps {steps}; ask for more steps or use another --out")
+    return start
+
+
 def _first_line(e: Exception) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
 

@@ -19,10 +19,9 @@ from torch.utils.data import DataLoader
 
 from smile_synth.atomic import ensure_writable_folder, remove_stale_temporaries, write_json_atomic
 from smile_synth.config import to_dict
-from smile_synth.errors import UserError
 from smile_synth.plots import loss_curve
 
-from .checkpoint import CHECKPOINT, load_weights, read_resume_checkpoint, save_atomic, save_encoder
+from .checkpoint import CHECKPOINT, load_weights, restore_training_state, resume_path, save_atomic, save_encoder
 from .config import PretrainConfig
 from .data import BatchStream, Source, build_source
 from .distributed import Dist, autocast_dtype, distributed_run
@@ -54,7 +53,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
 
 def _pretrain(cfg: PretrainConfig, d: Dist) -> dict:
     out = Path(cfg.out)
-    resume_from = resume_path(cfg, out)
+    resume_from = resume_path(cfg.resume, out)
     if d.main:
         ensure_writable_folder(out)
         remove_stale_temporaries(out)   # half-written checkpoints of a killed run
@@ -142,36 +141,9 @@ def make_loader(source: Source, cfg: PretrainConfig, s: StudentConfig, d: Dist, 
 
 # ---- resume and checkpoints ---------------------------------------------------------------------
 
-def resume_path(cfg: PretrainConfig, out: Path) -> Path | None:
-    """The checkpoint to continue from (--resume auto: OUT's, if any), or None for a fresh run."""
-    ckpt_path = out / CHECKPOINT
-    if cfg.resume == "auto":
-        return ckpt_path if ckpt_path.is_file() else None
-    if cfg.resume not in (None, "none"):
-        return Path(cfg.resume)
-    if ckpt_path.is_file():
-        raise UserError(f"{out} already holds a run ({CHECKPOINT}); continue it with --resume auto or choose another --out")
-    return None
-
-
-def check_resumable(old: dict, cfg: PretrainConfig, resume_from: Path) -> None:
-    """The settings of RESUME_FIXED in the checkpoint's config `old` must be cfg's."""
-    for k in RESUME_FIXED:
-        if k in old and old[k] != getattr(cfg, k):
-            raise UserError(f"cannot resume {resume_from}: it was run with {k}={old[k]!r}, now {getattr(cfg, k)!r}; "
-                            f"keep the setting or start a new run with another --out")
-
-
 def resume(resume_from: Path, cfg: PretrainConfig, model, optimizer, scaler, steps: int, d: Dist) -> int:
-    """Load model, optimizer and scaler state from a checkpoint; returns its step."""
-    ckpt = read_resume_checkpoint(resume_from)
-    check_resumable(ckpt.get("config", {}), cfg, resume_from)
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scaler.load_state_dict(ckpt["scaler"])
-    start = int(ckpt["step"])
-    if start > steps:
-        raise UserError(f"{resume_from} is at step {start}, past --steps {steps}; ask for more steps or use another --out")
+    """Load model, optimizer and scaler state from a checkpoint (RESUME_FIXED settings unchanged); returns its step."""
+    start = restore_training_state(resume_from, cfg, RESUME_FIXED, model, optimizer, scaler, steps)
     if d.main:
         log.warning("resuming %s at step %d", resume_from, start)
     return start

@@ -27,8 +27,9 @@ from training.checkpoint import (
     CLASSIFIER_SAFETENSORS,
     checkpoint_student,
     read_checkpoint,
-    read_resume_checkpoint,
     resolve_weights_file,
+    restore_training_state,
+    resume_path,
     save_atomic,
     save_safetensors,
 )
@@ -260,25 +261,10 @@ def resumable(out: Path, cfg: FinetuneConfig) -> bool:
 
 def resume(cfg: FinetuneConfig, out: Path, model, optimizer, scaler, steps: int, d: Dist) -> int:
     """Continue OUT/checkpoint.pt (--resume auto) or a given checkpoint; returns the step to start at."""
-    path = out / CHECKPOINT
-    if cfg.resume not in (None, "none", "auto"):
-        path = Path(cfg.resume)
-    elif cfg.resume != "auto" or not path.is_file():
-        if path.is_file() and cfg.resume in (None, "none"):
-            raise UserError(f"{out} already holds a run ({CHECKPOINT}); continue it with --resume auto or choose another --out")
+    path = resume_path(cfg.resume, out)
+    if path is None:
         return 0
-    ckpt = read_resume_checkpoint(path)
-    old = ckpt.get("config", {})
-    for k in RESUME_FIXED:
-        if k in old and old[k] != getattr(cfg, k):
-            raise UserError(f"cannot resume {path}: it was run with {k}={old[k]!r}, now {getattr(cfg, k)!r}; "
-                            "keep the setting or start a new run with another --out")
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scaler.load_state_dict(ckpt["scaler"])
-    start = int(ckpt["step"])
-    if start > steps:
-        raise UserError(f"{path} is at step {start}, past this run's {steps} steps; ask for more or use another --out")
+    start = restore_training_state(path, cfg, RESUME_FIXED, model, optimizer, scaler, steps)
     if d.main and start:
         log.warning("resuming %s at step %d", path, start)
     return start
