@@ -717,3 +717,29 @@ def test_eval_probes_a_finetuned_classifier(tmp_path, lists):
                      "--folds", 2, "--cache-dir", "", "--out", tmp_path / "ev", "--quiet")
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["n_test_clips"] > 0
+
+
+def test_ddp_two_processes_gloo(tmp_path, lists):
+    """torchrun with 2 CPU processes: each rank its share of every batch and of the test videos; rank 0
+    writes once, and the gathered test covers every example exactly once (as one process does)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    train, test = lists
+    args = ["finetune", *map(str, FAST), "--data", str(train), "--test-data", str(test), "--steps", "3", "--log-every", "1"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "smile_synth",
+           *args, "--out", str(tmp_path / "ddp")]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ddp = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert ddp["train_clips_seen"] == [3 * 2 * 2 * 2]                 # steps x videos x repeats x ranks
+    assert [r["step"] for r in read_log(tmp_path / "ddp")] == [1, 2, 3]
+    single = run_cli(*args, "--out", tmp_path / "one")
+    assert single.exit_code == 0, single.output
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    assert ddp["n_test_clips"] == one["n_test_clips"] > 0
+    assert sum(map(sum, ddp["confusion"])) == ddp["n_test_clips"]
