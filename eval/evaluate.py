@@ -97,7 +97,7 @@ def encoder_source(checkpoint: str | None, preset: str | None, seed: int, like=N
 
 # ------------------------------------------------------------------------------------------ data
 
-def labelled_items(data: str, task: str, what: str = "--data") -> list[VideoItem]:
+def labelled_items(data: str, task: str, what: str = "--data", min_classes: int = 2) -> list[VideoItem]:
     items = read_video_list(data)
     if TASKS[task].needs_labels:
         missing = sum(it.label is None for it in items)
@@ -105,8 +105,8 @@ def labelled_items(data: str, task: str, what: str = "--data") -> list[VideoItem
             raise UserError(f"{what} {data}: {missing} of {len(items)} videos have no label; --task labels needs "
                             "'path label' lines or one subfolder per class (or use --task arrow-of-time / speed)")
         classes = {it.label for it in items}
-        if len(classes) < 2:
-            raise UserError(f"{what} {data} has {len(classes)} class; --task labels needs at least 2")
+        if len(classes) < min_classes:
+            raise UserError(f"{what} {data} has {len(classes)} class; --task labels needs at least {min_classes}")
         if min(classes) < 0:
             raise UserError(f"{what} {data}: labels must be class indices >= 0 (found {min(classes)})")
     return items

@@ -743,3 +743,22 @@ def test_ddp_two_processes_gloo(tmp_path, lists):
     one = json.loads((tmp_path / "one" / "metrics.json").read_text())
     assert ddp["n_test_clips"] == one["n_test_clips"] > 0
     assert sum(map(sum, ddp["confusion"])) == ddp["n_test_clips"]
+
+
+def test_a_test_folder_lacking_a_class_keeps_the_class_indices(tmp_path, test_videos):
+    """Folders of classes are matched by class name: a test folder without class "a" must not shift
+    "b" to index 0; a test class the training data lacks gets one clear line."""
+    import shutil
+
+    train, test = tmp_path / "train", tmp_path / "test"
+    for i, name in enumerate(("a", "b", "b")):
+        (train / name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(test_videos[i], train / name / f"v{i}{Path(test_videos[i]).suffix}")
+    (test / "b").mkdir(parents=True)
+    shutil.copy(test_videos[2], test / "b" / f"t{Path(test_videos[2]).suffix}")
+    m = finetune(api_config(tmp_path / "ft", train, test_data=str(test), task="labels", steps=1, test_clips=1))
+    assert m["classes"] == ["a", "b"] and sum(m["confusion"][1]) == m["n_test_clips"] > 0 and sum(m["confusion"][0]) == 0
+    (test / "c").mkdir()
+    shutil.copy(test_videos[0], test / "c" / f"u{Path(test_videos[0]).suffix}")
+    with pytest.raises(UserError, match="class folder 'c'"):
+        finetune(api_config(tmp_path / "ft2", train, test_data=str(test), task="labels", steps=1, test_clips=1))

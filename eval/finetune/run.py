@@ -76,8 +76,12 @@ def _finetune(cfg: FinetuneConfig, d: Dist) -> dict:
         ensure_writable_folder(out)
     student, source = classifier_student(cfg)
     items = labelled_items(cfg.data, cfg.task)
-    test_items = labelled_items(cfg.test_data, cfg.task, "--test-data") if cfg.test_data else None
+    # a test set may hold a single class; the classifier's classes come from --data (or the checkpoint)
+    test_items = labelled_items(cfg.test_data, cfg.task, "--test-data", min_classes=1) if cfg.test_data else None
     classes = class_names(cfg, items, test_items, source)
+    if TASKS[cfg.task].needs_labels:        # folders of classes: the same class name, the same index everywhere
+        items = by_class_name(items, cfg.data, classes, "--data")
+        test_items = by_class_name(test_items, cfg.test_data, classes, "--test-data") if test_items else None
     results = [run_split(cfg, d, split, student, classes, source) for split in make_splits(cfg, items, test_items)]
     metrics = metrics_of(cfg, results, classes, student, source)
     if d.main:
@@ -117,15 +121,30 @@ def class_names(cfg: FinetuneConfig, items: list[VideoItem], test_items: list[Vi
     n = 1 + max(it.label for it in items + (test_items or []))
     known = (source.get("classifier") or {}).get("class_names")
     if cfg.eval_only and known:
-        if len(known) < n:
+        if len(known) < n and not Path(cfg.data).is_dir():
             raise UserError(f"{cfg.checkpoint} classifies {len(known)} classes; the data has labels up to {n - 1}")
         return list(known)
     folder = Path(cfg.data)
-    if folder.is_dir():
-        names = sorted({it.path.relative_to(folder).parts[0] for it in items})
-        if len(names) == n:
-            return names
+    if folder.is_dir():        # read_video_list numbered the classes in this order
+        return sorted({it.path.relative_to(folder).parts[0] for it in items})
     return [str(i) for i in range(n)]
+
+
+def by_class_name(items: list[VideoItem], data: str, classes: list[str], what: str) -> list[VideoItem]:
+    """Items of a folder with one subfolder per class, labelled by the index of their folder's name in
+    `classes` (a test folder may lack classes, which would shift its own sorted numbering); lists as they are."""
+    root = Path(data)
+    if not root.is_dir():
+        return items
+    index = {name: i for i, name in enumerate(classes)}
+    out = []
+    for it in items:
+        name = it.path.relative_to(root).parts[0]
+        if name not in index:
+            raise UserError(f"{what} {data}: class folder {name!r} is not one of the {len(classes)} classes "
+                            f"({', '.join(classes[:4])}{', ...' if len(classes) > 4 else ''}); rename it or remove it")
+        out.append(VideoItem(it.path, index[name]))
+    return out
 
 
 def make_splits(cfg: FinetuneConfig, items: list[VideoItem], test_items: list[VideoItem] | None) -> list[Split]:
