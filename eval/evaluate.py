@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from smile_synth.errors import UserError
-from smile_synth.video import VideoItem, read_video_list
+from smile_synth.video import VideoItem, by_class_name, folder_classes, read_video_list
 
 from .features import ExampleSpec, FeatureSet, cached_extract, file_identity
 from .probes import PROBES, probe_scores, topk_accuracy
@@ -112,8 +112,12 @@ def labelled_items(data: str, task: str, what: str = "--data", min_classes: int 
     return items
 
 
-def features(cfg: EvalConfig, encoder_id, spec: ExampleSpec, load, data: str, what: str) -> FeatureSet:
-    items = labelled_items(data, cfg.task, what)
+def features(cfg: EvalConfig, encoder_id, spec: ExampleSpec, load, data: str, what: str,
+             classes: list[str] | None = None) -> FeatureSet:
+    """Cached features of `data`; with `classes` (the training folder's), a folder of classes is labelled by name."""
+    items = labelled_items(data, cfg.task, what, min_classes=1 if classes else 2)
+    if classes:
+        items = by_class_name(items, data, classes, what)
     cache = default_cache_dir() if cfg.cache_dir is None else (Path(cfg.cache_dir) if cfg.cache_dir else None)
     fs, _ = cached_extract(encoder_id, load, items, spec, cache, cfg.progress)
     if len(fs.labels) == 0:
@@ -128,7 +132,8 @@ def split_features(cfg: EvalConfig, encoder_id, s, load) -> tuple[FeatureSet, Fe
     """Features of --data and (if given) --test-data for cfg.task, with the encoder geometry `s`."""
     spec = ExampleSpec(cfg.task, s.frames, s.size, cfg.sampling_stride, cfg.windows, cfg.clips, cfg.crops)
     train = features(cfg, encoder_id, spec, load, cfg.data, "--data")
-    test = features(cfg, encoder_id, spec, load, cfg.test_data, "--test-data") if cfg.test_data else None
+    classes = folder_classes(labelled_items(cfg.data, cfg.task), cfg.data) if TASKS[cfg.task].needs_labels else None
+    test = features(cfg, encoder_id, spec, load, cfg.test_data, "--test-data", classes) if cfg.test_data else None
     return train, test
 
 

@@ -545,3 +545,23 @@ def test_report_tables_with_a_missing_cell_and_an_unknown_checkpoint(tmp_path):
     assert "| chance | | 33.3 | 33.3 |" in markdown(rows_vm_first, info, "t", [])
     bar_chart(rows_vm_first, tmp_path / "r.png")
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_test_folder_lacking_a_class_keeps_the_training_class_indices(tmp_path, test_videos):
+    """eval --data FOLDER --test-data FOLDER: classes are matched by folder name, so a test folder with only
+    class "b" is labelled 1, not renumbered 0 (smile_synth.video.by_class_name)."""
+    import shutil
+
+    from eval.evaluate import EvalConfig, encoder_source, split_features
+
+    train, test = tmp_path / "train", tmp_path / "test"
+    for i, name in enumerate(("a", "b", "b")):
+        (train / name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(test_videos[i], train / name / f"v{i}.mp4")
+    (test / "b").mkdir(parents=True)
+    shutil.copy(test_videos[2], test / "b" / "t.mp4")
+    cfg = EvalConfig(data=str(train), test_data=str(test), random_init=True, preset="tiny", clips=1, crops=1,
+                     cache_dir="", progress=False).validate()
+    eid, s, _, load = encoder_source(None, "tiny", 0)
+    fit, held_out = split_features(cfg, eid, s, load)
+    assert sorted(set(fit.labels.tolist())) == [0, 1] and held_out.labels.tolist() == [1]

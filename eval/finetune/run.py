@@ -21,7 +21,7 @@ import torch
 from smile_synth.atomic import ensure_writable_folder, remove_stale_temporaries, write_json_atomic
 from smile_synth.config import to_dict
 from smile_synth.errors import UserError
-from smile_synth.video import VideoItem
+from smile_synth.video import VideoItem, by_class_name, folder_classes
 from training.checkpoint import (
     CHECKPOINT,
     CLASSIFIER_SAFETENSORS,
@@ -124,27 +124,7 @@ def class_names(cfg: FinetuneConfig, items: list[VideoItem], test_items: list[Vi
         if len(known) < n and not Path(cfg.data).is_dir():
             raise UserError(f"{cfg.checkpoint} classifies {len(known)} classes; the data has labels up to {n - 1}")
         return list(known)
-    folder = Path(cfg.data)
-    if folder.is_dir():        # read_video_list numbered the classes in this order
-        return sorted({it.path.relative_to(folder).parts[0] for it in items})
-    return [str(i) for i in range(n)]
-
-
-def by_class_name(items: list[VideoItem], data: str, classes: list[str], what: str) -> list[VideoItem]:
-    """Items of a folder with one subfolder per class, labelled by the index of their folder's name in
-    `classes` (a test folder may lack classes, which would shift its own sorted numbering); lists as they are."""
-    root = Path(data)
-    if not root.is_dir():
-        return items
-    index = {name: i for i, name in enumerate(classes)}
-    out = []
-    for it in items:
-        name = it.path.relative_to(root).parts[0]
-        if name not in index:
-            raise UserError(f"{what} {data}: class folder {name!r} is not one of the {len(classes)} classes "
-                            f"({', '.join(classes[:4])}{', ...' if len(classes) > 4 else ''}); rename it or remove it")
-        out.append(VideoItem(it.path, index[name]))
-    return out
+    return folder_classes(items, cfg.data) or [str(i) for i in range(n)]
 
 
 def make_splits(cfg: FinetuneConfig, items: list[VideoItem], test_items: list[VideoItem] | None) -> list[Split]:

@@ -86,6 +86,34 @@ def _read_folder(root: Path) -> list[VideoItem]:
     return [VideoItem(p) for p in paths]
 
 
+def folder_classes(items: list[VideoItem], data: str | Path) -> list[str] | None:
+    """The class names of a folder with one subfolder per class (index = label, as read_video_list numbered
+    them); None for a list file or an unlabelled folder."""
+    root = Path(data).expanduser()
+    if not root.is_dir() or any(it.label is None for it in items):
+        return None
+    return sorted({it.path.relative_to(root).parts[0] for it in items})
+
+
+def by_class_name(items: list[VideoItem], data: str | Path, classes: list[str], what: str = "--test-data"
+                  ) -> list[VideoItem]:
+    """Items of a folder of classes labelled by the index of their subfolder's name in `classes` (another
+    folder's classes: a test folder lacking a class would otherwise shift its own numbering); list files'
+    items as they are. A class folder not in `classes` raises UserError."""
+    root = Path(data).expanduser()
+    if folder_classes(items, root) is None:
+        return items
+    index = {name: i for i, name in enumerate(classes)}
+    out = []
+    for it in items:
+        name = it.path.relative_to(root).parts[0]
+        if name not in index:
+            raise UserError(f"{what} {data}: class folder {name!r} is not one of the {len(classes)} classes "
+                            f"({', '.join(classes[:4])}{', ...' if len(classes) > 4 else ''}); rename it or remove it")
+        out.append(VideoItem(it.path, index[name]))
+    return out
+
+
 def read_video_list(path: str | Path) -> list[VideoItem]:
     """Videos named by a VideoMAE-style list file, or found in a folder.
 
