@@ -187,30 +187,54 @@ def run_split(cfg: FinetuneConfig, d: Dist, split: Split, s: StudentConfig, clas
     return result
 
 
-def train(cfg: FinetuneConfig, d: Dist, split: Split, model: VideoClassifier, entries, s: StudentConfig,
-          amp, source: dict, classes: list[str]) -> int:
-    """The recipe and the loop for one split; writes OUT/classifier.safetensors. Returns the steps run."""
+def schedule(cfg: FinetuneConfig, n_entries: int, world: int) -> tuple[int, int, float]:
+    """(steps, warmup steps, peak lr): --steps or --epochs over the entries, --warmup-epochs (at most half
+    the steps, for very short runs), and lr x global batch / 256."""
+    per_epoch = steps_per_epoch(n_entries, cfg.batch_size, world)
+    steps = cfg.steps or max(1, math.ceil(cfg.epochs * per_epoch))
+    warmup = min(round(cfg.warmup_epochs * per_epoch), steps // 2)
+    return steps, warmup, cfg.lr * cfg.batch_size * world / 256
+
+
+def build_recipe(cfg: FinetuneConfig, model: VideoClassifier, steps: int, warmup: int, peak: float, n_classes: int):
+    """timm's pieces of VideoMAE's recipe: (AdamW over layer-decay groups, warmup + cosine schedule per step,
+    Mixup/CutMix or None, its loss)."""
     from timm.data import Mixup
     from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
     from timm.optim import param_groups_layer_decay
     from timm.scheduler import CosineLRScheduler
-    from torch.utils.data import DataLoader
 
-    per_epoch = steps_per_epoch(len(entries), cfg.batch_size, d.world)
-    steps = cfg.steps or max(1, math.ceil(cfg.epochs * per_epoch))
-    warmup = min(round(cfg.warmup_epochs * per_epoch), steps // 2)     # short runs keep half their steps for cosine
-    peak = cfg.lr * cfg.batch_size * d.world / 256
     groups = param_groups_layer_decay(model, cfg.weight_decay, no_weight_decay_list=model.no_weight_decay(),
                                       layer_decay=cfg.layer_decay)
     optimizer = torch.optim.AdamW(groups, lr=peak, betas=(0.9, 0.999))
     scheduler = CosineLRScheduler(optimizer, t_initial=max(1, steps - warmup), lr_min=cfg.min_lr, warmup_t=warmup,
                                   warmup_lr_init=cfg.warmup_lr, warmup_prefix=True, t_in_epochs=False)
-    scaler = torch.amp.GradScaler(d.device.type, enabled=amp is torch.float16)
-    start = resume(cfg, split.out, model, optimizer, scaler, steps, d)
     mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob, switch_prob=cfg.mixup_switch_prob,
-                  label_smoothing=cfg.label_smoothing, num_classes=len(classes)) if cfg.mixes else None
+                  label_smoothing=cfg.label_smoothing, num_classes=n_classes) if cfg.mixes else None
     criterion = SoftTargetCrossEntropy() if mixup else (
         LabelSmoothingCrossEntropy(cfg.label_smoothing) if cfg.label_smoothing > 0 else torch.nn.CrossEntropyLoss())
+    return optimizer, scheduler, mixup, criterion
+
+
+def train_loader(cfg: FinetuneConfig, d: Dist, split: Split, entries, s: StudentConfig, steps: int, start: int):
+    """This rank's batches of steps [start, steps), made by cfg.workers DataLoader workers."""
+    from torch.utils.data import DataLoader
+
+    dataset = TrainClips(split.train, entries, s.frames, cfg.sampling_stride, s.size,
+                         ClipAugment(s.size, cfg.augment_spec, cfg.flip, cfg.reprob), cfg.repeated_aug, cfg.seed)
+    sampler = StepBatches(len(entries), cfg.batch_size, steps, start, cfg.seed, d.rank, d.world)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.workers,
+                      worker_init_fn=_quiet_worker, pin_memory=d.device.type == "cuda",
+                      prefetch_factor=2 if cfg.workers else None)
+
+
+def train(cfg: FinetuneConfig, d: Dist, split: Split, model: VideoClassifier, entries, s: StudentConfig,
+          amp, source: dict, classes: list[str]) -> int:
+    """The recipe and the loop for one split; writes OUT/classifier.safetensors. Returns the steps run."""
+    steps, warmup, peak = schedule(cfg, len(entries), d.world)
+    optimizer, scheduler, mixup, criterion = build_recipe(cfg, model, steps, warmup, peak, len(classes))
+    scaler = torch.amp.GradScaler(d.device.type, enabled=amp is torch.float16)
+    start = resume(cfg, split.out, model, optimizer, scaler, steps, d)
 
     def save(step: int) -> None:
         if d.main:
@@ -219,16 +243,9 @@ def train(cfg: FinetuneConfig, d: Dist, split: Split, model: VideoClassifier, en
                          "split": split.name}, split.out / CHECKPOINT)
 
     if start < steps:
-        dataset = TrainClips(split.train, entries, s.frames, cfg.sampling_stride, s.size,
-                             ClipAugment(s.size, cfg.augment_spec, cfg.flip, cfg.reprob), cfg.repeated_aug, cfg.seed)
-        sampler = StepBatches(len(entries), cfg.batch_size, steps, start, cfg.seed, d.rank, d.world)
-        loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.workers,
-                            worker_init_fn=_quiet_worker, pin_memory=d.device.type == "cuda",
-                            prefetch_factor=2 if cfg.workers else None)
-        wrapped = model
-        if d.world > 1:
-            wrapped = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
+        loader = train_loader(cfg, d, split, entries, s, steps, start)
+        wrapped = model if d.world == 1 else torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
         loop = Loop(wrapped, model, optimizer, scheduler, scaler, mixup, criterion, amp, d, start, steps, cfg.seed,
                     cfg.clip_grad, cfg.batch_size * cfg.repeated_aug * d.world, cfg.log_every, cfg.save_every,
                     cfg.max_bad_share, split.out, save, cfg.progress)
@@ -238,15 +255,22 @@ def train(cfg: FinetuneConfig, d: Dist, split: Split, model: VideoClassifier, en
         del loader
         save(steps)
     if d.main:
-        from smile_synth.plots import loss_curve
-        from training.engine import LOG_FILE
-        if (split.out / LOG_FILE).is_file():
-            loss_curve(split.out / LOG_FILE, split.out / "loss.png", f"finetune {cfg.task}{' ' + split.name if split.name else ''}")
-        save_safetensors(model.state_dict(), split.out / CLASSIFIER_SAFETENSORS, student=asdict(s),
-                         summary={**source.get("summary", {}), "finetune": {"task": cfg.task, "data": cfg.data, "steps": steps,
-                                                                            "split": split.name}},
-                         classifier={"num_classes": len(classes), "class_names": classes})
+        write_classifier(cfg, split, model, s, source, classes, steps)
     return steps
+
+
+def write_classifier(cfg: FinetuneConfig, split: Split, model: VideoClassifier, s: StudentConfig, source: dict,
+                     classes: list[str], steps: int) -> None:
+    """OUT/classifier.safetensors (geometry and classes in its header) and OUT/loss.png of a trained split."""
+    from smile_synth.plots import loss_curve
+    from training.engine import LOG_FILE
+
+    if (split.out / LOG_FILE).is_file():
+        loss_curve(split.out / LOG_FILE, split.out / "loss.png", f"finetune {cfg.task}{' ' + split.name if split.name else ''}")
+    save_safetensors(model.state_dict(), split.out / CLASSIFIER_SAFETENSORS, student=asdict(s),
+                     summary={**source.get("summary", {}),
+                              "finetune": {"task": cfg.task, "data": cfg.data, "steps": steps, "split": split.name}},
+                     classifier={"num_classes": len(classes), "class_names": classes})
 
 
 def _quiet_worker(_worker_id: int) -> None:
