@@ -311,12 +311,11 @@ def checkpoint_student(ckpt: dict, path: str | Path, preset: str | None):
     against `preset` when given: one UserError line on a mismatch), else the preset's (required then)."""
     import dataclasses
 
-    from .models import StudentConfig, student_config
+    from .models import StudentConfig, same_arch, student_config
     if isinstance(ckpt.get("student"), dict):
         fields = {f.name for f in dataclasses.fields(StudentConfig)}
         cfg = StudentConfig(**{k: v for k, v in ckpt["student"].items() if k in fields})
-        arch = ("dim", "depth", "heads", "patch", "tubelet", "mlp_ratio")   # what the weights fix
-        if preset is not None and any(getattr(student_config(preset), a) != getattr(cfg, a) for a in arch):
+        if preset is not None and not same_arch(student_config(preset), cfg):
             raise UserError(f"{path} holds a {_preset_name(cfg)} model, not --preset {preset}; pass the matching --preset")
         return cfg
     if preset is None:
@@ -335,25 +334,42 @@ def load_encoder(path: str | Path, preset: str | None = None):
     path = resolve_weights_file(path)
     ckpt = read_checkpoint(path)
     cfg = checkpoint_student(ckpt, path, preset)
-    weights = model_weights(ckpt)
-    weights = {k.removeprefix("encoder."): v for k, v in weights.items()
-               if k.startswith("encoder.") or not k.startswith(("decoder.", "encoder_to_decoder", "mask_token"))}
+    weights = encoder_weights(model_weights(ckpt))
     encoder = VideoEncoder(cfg)
     if "norm.weight" not in weights and any(k.startswith("blocks.") for k in weights):
         encoder.norm = nn.Identity()     # a fine-tuned classifier (mean pooling): its tokens have no final norm
-    own = encoder.state_dict()
-    usable = matching_weights(path, weights, own, what=f"a {_preset_name(cfg)} encoder")
-    missing = sorted(set(own) - set(usable))
-    if missing:
-        raise UserError(f"{path} lacks encoder weights ({missing[0]}, ... {len(missing)} in all); "
-                        "is it a video transformer pretraining checkpoint?")
-    encoder.load_state_dict(usable)
+    load_complete(encoder, weights, path, f"a {_preset_name(cfg)} encoder",
+                  "is it a video transformer pretraining checkpoint?")
     return encoder.eval(), cfg, dict(ckpt.get("summary") or {})
 
 
+def encoder_weights(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The encoder part of a state dict, with VideoMAE's fine-tuning names: a pretraining model's "encoder.*"
+    (prefix stripped; decoder dropped), else the whole dict (an encoder file, or a classifier with its head)."""
+    if any(k.startswith("encoder.") for k in weights):
+        return {k.removeprefix("encoder."): v for k, v in weights.items() if k.startswith("encoder.")}
+    return dict(weights)
+
+
+def load_complete(model: nn.Module, weights: dict[str, torch.Tensor], path: str | Path, what: str, hint: str) -> None:
+    """Load `weights` into every parameter of `model` (`what`, for messages): a shape mismatch (another preset)
+    or a missing tensor is one UserError, the latter ending with `hint`; extra tensors are ignored."""
+    own = model.state_dict()
+    usable = matching_weights(path, weights, own, what=what)
+    missing = sorted(set(own) - set(usable))
+    if missing:
+        raise UserError(f"{path} lacks {missing[0]} ({len(missing)} tensors in all) of {what}; {hint}")
+    model.load_state_dict(usable)
+
+
+def checkpoint_classes(ckpt: dict) -> list[str] | None:
+    """A classifier checkpoint's class names: its "classifier" entry (classifier.safetensors, a transformers
+    id2label) or "classes" (a fine-tuning checkpoint.pt); None when it names none."""
+    names = (ckpt.get("classifier") or {}).get("class_names") or ckpt.get("classes")
+    return [str(c) for c in names] if isinstance(names, (list, tuple)) else None
+
+
 def _preset_name(cfg) -> str:
-    from .models import PRESETS
-    for name, p in PRESETS.items():
-        if (p.dim, p.depth, p.heads) == (cfg.dim, cfg.depth, cfg.heads):
-            return f"{name} ({cfg.frames}x{cfg.size}px)"
-    return f"{cfg.dim}-wide {cfg.depth}-deep"
+    from .models import matching_preset
+    name = matching_preset(cfg)
+    return f"{name} ({cfg.frames}x{cfg.size}px)" if name else f"{cfg.dim}-wide {cfg.depth}-deep"

@@ -81,13 +81,25 @@ def student_config(preset: str, **overrides) -> StudentConfig:
     return dataclasses.replace(PRESETS[preset], **overrides).validate()
 
 
+ARCH_FIELDS = ("dim", "depth", "heads", "patch", "tubelet", "mlp_ratio")   # what an encoder's weights fix
+
+
+def same_arch(a: StudentConfig, b: StudentConfig) -> bool:
+    """Do the two configs' encoders take the same weights (frames and size may differ)?"""
+    return all(getattr(a, f) == getattr(b, f) for f in ARCH_FIELDS)
+
+
+def matching_preset(cfg: StudentConfig) -> str | None:
+    """The name of the preset whose architecture `cfg` has, or None."""
+    return next((name for name, p in PRESETS.items() if same_arch(p, cfg)), None)
+
+
 def preset_of(cfg: StudentConfig) -> str:
-    """The name of the preset whose architecture (widths, depth, heads, patch, tubelet) `cfg` has."""
-    arch = ("dim", "depth", "heads", "patch", "tubelet", "mlp_ratio")
-    for name, p in PRESETS.items():
-        if all(getattr(p, a) == getattr(cfg, a) for a in arch):
-            return name
-    raise UserError(f"no preset has a {cfg.dim}-wide, {cfg.depth}-deep model; choose one of {', '.join(PRESETS)}")
+    """matching_preset(cfg), or one UserError when no preset has that architecture."""
+    name = matching_preset(cfg)
+    if name is None:
+        raise UserError(f"no preset has a {cfg.dim}-wide, {cfg.depth}-deep model; choose one of {', '.join(PRESETS)}")
+    return name
 
 
 def run_block(blk: nn.Module, x: torch.Tensor, recompute: bool) -> torch.Tensor:

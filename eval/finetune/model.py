@@ -15,7 +15,13 @@ from torch import nn
 from timm.layers import trunc_normal_
 
 from smile_synth.errors import UserError
-from training.checkpoint import matching_weights, model_weights, read_checkpoint, resolve_weights_file
+from training.checkpoint import (
+    encoder_weights,
+    matching_weights,
+    model_weights,
+    read_checkpoint,
+    resolve_weights_file,
+)
 from training.layers import Linear
 from training.models import StudentConfig, VideoEncoder, student_config
 
@@ -78,14 +84,6 @@ def build_classifier(preset: str, num_classes: int, head_dropout: float = 0.0, i
 def is_classifier_checkpoint(weights: dict[str, torch.Tensor]) -> bool:
     """Does this state dict hold a fine-tuned classifier (a `head` over `fc_norm`)?"""
     return "head.weight" in weights and "fc_norm.weight" in weights
-
-
-def encoder_weights(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The encoder part of any state dict: ours, VideoMAE/SMILE pretraining ("encoder." prefix, decoder
-    dropped) or fine-tuning (head kept)."""
-    if any(k.startswith("encoder.") for k in weights):
-        return {k.removeprefix("encoder."): v for k, v in weights.items() if k.startswith("encoder.")}
-    return dict(weights)
 
 
 def load_into_classifier(model: VideoClassifier, path, strict_head: bool = False) -> dict:

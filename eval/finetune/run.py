@@ -25,6 +25,7 @@ from smile_synth.video import VideoItem, by_class_name, folder_classes
 from training.checkpoint import (
     CHECKPOINT,
     CLASSIFIER_SAFETENSORS,
+    checkpoint_classes,
     checkpoint_student,
     read_checkpoint,
     resolve_weights_file,
@@ -94,7 +95,7 @@ def _finetune(cfg: FinetuneConfig, d: Dist) -> dict:
 
 def classifier_student(cfg: FinetuneConfig) -> tuple[StudentConfig, dict]:
     """The classifier's geometry (the checkpoint's or the preset's, with --frames/--size and drop path)
-    and what the weights file says of itself ({"summary", "classifier"}; {} for random init)."""
+    and what the weights file says of itself ({"path", "summary", "classes"}; {} for random init)."""
     if cfg.random_init:
         from training.models import student_config
         base, source = student_config(cfg.preset), {}
@@ -107,7 +108,7 @@ def classifier_student(cfg: FinetuneConfig) -> tuple[StudentConfig, dict]:
         ckpt = read_checkpoint(path)
         base = checkpoint_student(ckpt, path, cfg.preset)
         source = {"path": str(path), "summary": dict(ckpt.get("summary") or {}),
-                  "classifier": ckpt.get("classifier") or ({"class_names": ckpt["classes"]} if "classes" in ckpt else None)}
+                  "classes": checkpoint_classes(ckpt)}
     overrides = {k: v for k, v in (("frames", cfg.frames), ("size", cfg.size)) if v is not None}
     return dataclasses.replace(base, drop_path=cfg.drop_path, **overrides).validate(), source
 
@@ -119,7 +120,7 @@ def class_names(cfg: FinetuneConfig, items: list[VideoItem], test_items: list[Vi
     if task.class_names:
         return list(task.class_names)
     n = 1 + max(it.label for it in items + (test_items or []))
-    known = (source.get("classifier") or {}).get("class_names")
+    known = source.get("classes")
     if cfg.eval_only and known:
         if len(known) < n and not Path(cfg.data).is_dir():
             raise UserError(f"{cfg.checkpoint} classifies {len(known)} classes; the data has labels up to {n - 1}")

@@ -54,26 +54,19 @@ def export_source(path: str | Path) -> Path:
 
 
 def _strict(model, weights: dict, path: Path, what: str) -> dict:
-    """`weights` loaded into `model` (all of its parameters, shapes equal); returns model's state dict, fp32 CPU."""
-    from training.checkpoint import matching_weights
+    """`weights` loaded into every parameter of `model`; returns model's state dict, fp32 CPU."""
+    from training.checkpoint import load_complete
 
-    own = model.state_dict()
-    usable = matching_weights(path, weights, own, what=what)
-    missing = sorted(set(own) - set(usable))
-    if missing:
-        raise UserError(f"{path} lacks {missing[0]} ({len(missing)} weights in all) of {what}; "
-                        "is it a complete checkpoint of this kind?")
-    model.load_state_dict(usable)
+    load_complete(model, weights, path, what, "is it a complete checkpoint of this kind?")
     return {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
 
 
 def _class_names(ckpt: dict, n: int) -> list[str]:
-    """A classifier's class names: its "classifier" entry (classifier.safetensors), "classes" (a fine-tuning
-    checkpoint.pt), else transformers' LABEL_i."""
-    names = (ckpt.get("classifier") or {}).get("class_names") or ckpt.get("classes")
-    if isinstance(names, (list, tuple)) and len(names) == n:
-        return [str(c) for c in names]
-    return [f"LABEL_{i}" for i in range(n)]
+    """A classifier's class names (training.checkpoint.checkpoint_classes), else transformers' LABEL_i."""
+    from training.checkpoint import checkpoint_classes
+
+    names = checkpoint_classes(ckpt)
+    return names if names is not None and len(names) == n else [f"LABEL_{i}" for i in range(n)]
 
 
 def _target(ckpt: dict) -> str | None:
@@ -89,7 +82,7 @@ def load_exportable(path: str | Path, preset: str | None = None) -> Exportable:
     """The checkpoint at `path` (run folder, checkpoint.pt, encoder.pt/.safetensors, classifier.safetensors, a
     VideoMAE/SMILE file with `preset`, a transformers folder), loaded into our matching model to check it."""
     from training import hf
-    from training.checkpoint import checkpoint_student, model_weights, read_checkpoint
+    from training.checkpoint import checkpoint_student, encoder_weights, model_weights, read_checkpoint
     from training.models import PretrainVideoTransformer, VideoEncoder
 
     source = export_source(path)
@@ -115,9 +108,8 @@ def load_exportable(path: str | Path, preset: str | None = None) -> Exportable:
             return Exportable(kind, cfg, _strict(model, weights, source, "a pretraining model"), source, summary)
         note = (f"encoder only: the decoder predicts {target or 'unknown'} targets ({width} per token), and "
                 "transformers' VideoMAEForPreTraining predicts pixels")
-    encoder = {k.removeprefix("encoder."): v for k, v in weights.items()
-               if k.startswith("encoder.") or not k.startswith(("decoder.", "encoder_to_decoder", "mask_token"))}
-    return Exportable(hf.ENCODER, cfg, _strict(VideoEncoder(cfg), encoder, source, "an encoder"), source, summary,
+    encoder = _strict(VideoEncoder(cfg), encoder_weights(weights), source, "an encoder")
+    return Exportable(hf.ENCODER, cfg, encoder, source, summary,
                       note=note)
 
 
