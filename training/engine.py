@@ -73,15 +73,17 @@ def train_step(model, target: Target, masker: TrajectoryMasker, batch: dict, cfg
     return loss
 
 
-def optimizer_step(run: Run, loss: torch.Tensor) -> None:
-    """Backward (scaled for fp16), optional gradient clipping, AdamW step."""
-    run.optimizer.zero_grad(set_to_none=True)
-    run.scaler.scale(loss).backward()
-    if run.cfg.clip_grad is not None:
-        run.scaler.unscale_(run.optimizer)
-        torch.nn.utils.clip_grad_norm_(run.raw_model.parameters(), run.cfg.clip_grad)
-    run.scaler.step(run.optimizer)
-    run.scaler.update()
+def optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss: torch.Tensor,
+                   model: torch.nn.Module, clip_grad: float | None) -> None:
+    """Backward (scaled for fp16), optional clipping of `model`'s gradient norm, optimizer step
+    (pretraining's and fine-tuning's)."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if clip_grad is not None:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+    scaler.step(optimizer)
+    scaler.update()
 
 
 def train_one_step(run: Run, batch: dict, step: int) -> float:
@@ -95,7 +97,7 @@ def train_one_step(run: Run, batch: dict, step: int) -> float:
     if not math.isfinite(value):
         raise UserError(f"loss is {value} at step {step + 1}: stopped; the last good checkpoint "
                         f"({run.out / CHECKPOINT}) is untouched; lower --lr or set --clip-grad")
-    optimizer_step(run, loss)
+    optimizer_step(run.optimizer, run.scaler, loss, run.raw_model, cfg.clip_grad)
     return value
 
 

@@ -17,7 +17,7 @@ import torch
 from smile_synth.errors import UserError
 from smile_synth.video import BadVideo, VideoItem, video_length
 from training.distributed import Dist, all_ranks_mean, all_ranks_sum
-from training.engine import LossLog, SampleTally
+from training.engine import LossLog, SampleTally, optimizer_step, step_seed
 from training.targets import normalize, to_unit_video
 
 from ..features import ExampleSpec, item_views
@@ -64,7 +64,7 @@ def mix_clips(mixup, video: torch.Tensor, label: torch.Tensor) -> tuple[torch.Te
 def train_step(loop: Loop, batch: dict, step: int) -> float:
     """One optimizer step on a batch; returns the loss averaged over ranks."""
     d = loop.d
-    g = (loop.seed * 1_000_003 + step) * 1024 + d.rank
+    g = step_seed(loop.seed, step, d.rank)
     torch.manual_seed(g)                               # drop path, dropout
     np.random.seed(g % 2**32)                          # timm Mixup draws lambda and the mode from numpy
     video = batch["video"].to(d.device, non_blocking=True)
@@ -80,13 +80,7 @@ def train_step(loop: Loop, batch: dict, step: int) -> float:
     if not math.isfinite(value):
         raise UserError(f"loss is {value} at step {step + 1}: stopped; the last good checkpoint is untouched; "
                         "lower --lr or set --clip-grad")
-    loop.optimizer.zero_grad(set_to_none=True)
-    loop.scaler.scale(loss).backward()
-    if loop.clip_grad is not None:
-        loop.scaler.unscale_(loop.optimizer)
-        torch.nn.utils.clip_grad_norm_(loop.raw_model.parameters(), loop.clip_grad)
-    loop.scaler.step(loop.optimizer)
-    loop.scaler.update()
+    optimizer_step(loop.optimizer, loop.scaler, loss, loop.raw_model, loop.clip_grad)
     return value
 
 
