@@ -73,6 +73,17 @@ def spatial_crops(frames: np.ndarray, size: int, n: int) -> np.ndarray:
     return np.stack([frames[:, :size, o:o + size] for o in offsets])
 
 
+def video_examples(task: str, index: int, item: VideoItem, frames: int, stride: int, windows: int, clips: int
+                   ) -> list[Example]:
+    """The examples `task` draws from the video `item` (number `index` of its list); BadVideo when it is
+    unreadable or too short for one."""
+    length = video_length(item.path)
+    examples = task_examples(task, index, length, item.label, frames, stride, windows, clips)
+    if not examples:
+        raise BadVideo(f"{item.path}: too short for {task} ({length} frames)")
+    return examples
+
+
 def item_views(item: VideoItem, examples: list[Example], spec: ExampleSpec) -> np.ndarray:
     """uint8 (E, V, T, size, size, 3): the V = clips x crops views of each of one video's E examples."""
     needed = np.unique(np.concatenate([c for e in examples for c in e.clips]))
@@ -116,10 +127,7 @@ def extract(encoder, items: list[VideoItem], spec: ExampleSpec, batch_views: int
     for i, item in enumerate(tqdm(items, desc=f"features ({spec.task})", unit="video", disable=not progress,
                                   dynamic_ncols=True)):
         try:
-            examples = task_examples(spec.task, i, video_length(item.path), item.label, spec.frames,
-                                     spec.stride, spec.windows, spec.clips)
-            if not examples:
-                raise BadVideo(f"{item.path}: too short for {spec.task} ({video_length(item.path)} frames)")
+            examples = video_examples(spec.task, i, item, spec.frames, spec.stride, spec.windows, spec.clips)
             views = item_views(item, examples, spec)
         except BadVideo as e:
             skipped[str(item.path)] = str(e)

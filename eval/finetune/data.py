@@ -27,7 +27,7 @@ from smile_synth.video import BadVideo, VideoItem, decode_frames, video_length
 from training.natural import sample_indices
 from training.targets import normalize, to_unit_video
 
-from ..tasks import TASKS, task_examples
+from ..features import video_examples
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +50,11 @@ def train_entries(items: list[VideoItem], task: str, frames: int, stride: int, w
     entries, skipped = [], {}
     for i, item in enumerate(items):
         try:
-            length = video_length(item.path)
-            if length < TASKS[task].min_length(frames, stride):
-                raise BadVideo(f"{item.path}: too short for {task} ({length} frames)")
+            examples = video_examples(task, i, item, frames, stride, windows, 1)   # BadVideo when too short
             if task == "labels":
                 entries.append(Entry(i, int(item.label)))
                 continue
-            for e in task_examples(task, i, length, item.label, frames, stride, windows, 1):
-                entries.append(Entry(i, e.label, tuple(int(f) for f in e.clips[0])))
+            entries += [Entry(i, e.label, tuple(int(f) for f in e.clips[0])) for e in examples]
         except BadVideo as e:
             skipped[str(item.path)] = str(e)
             log.warning("skipped %s", e)

@@ -15,13 +15,13 @@ import numpy as np
 import torch
 
 from smile_synth.errors import UserError
-from smile_synth.video import BadVideo, VideoItem, video_length
+from smile_synth.video import BadVideo, VideoItem
 from training.distributed import Dist, all_ranks_mean, all_ranks_sum
 from training.engine import LossLog, SampleTally, optimizer_step, step_seed
 from training.targets import normalize, to_unit_video
 
-from ..features import ExampleSpec, item_views
-from ..tasks import Example, task_examples
+from ..features import ExampleSpec, item_views, video_examples
+from ..tasks import Example
 
 
 @dataclasses.dataclass
@@ -132,10 +132,7 @@ def test_examples(items: list[VideoItem], task: str, frames: int, stride: int, w
     out, skipped = [], {}
     for i, item in enumerate(items):
         try:
-            examples = task_examples(task, i, video_length(item.path), item.label, frames, stride, windows, clips)
-            if not examples:
-                raise BadVideo(f"{item.path}: too short for {task}")
-            out += examples
+            out += video_examples(task, i, item, frames, stride, windows, clips)
         except BadVideo as e:
             skipped[str(item.path)] = str(e)
     return out, skipped
