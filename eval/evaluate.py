@@ -112,12 +112,9 @@ def labelled_items(data: str, task: str, what: str = "--data", min_classes: int 
     return items
 
 
-def features(cfg: EvalConfig, encoder_id, spec: ExampleSpec, load, data: str, what: str,
-             classes: list[str] | None = None) -> FeatureSet:
-    """Cached features of `data`; with `classes` (the training folder's), a folder of classes is labelled by name."""
-    items = labelled_items(data, cfg.task, what, min_classes=1 if classes else 2)
-    if classes:
-        items = by_class_name(items, data, classes, what)
+def features(cfg: EvalConfig, encoder_id, spec: ExampleSpec, load, items: list[VideoItem], data: str,
+             what: str) -> FeatureSet:
+    """Cached features of `items` (read from `data`, named `what` in messages)."""
     cache = default_cache_dir() if cfg.cache_dir is None else (Path(cfg.cache_dir) if cfg.cache_dir else None)
     fs, _ = cached_extract(encoder_id, load, items, spec, cache, cfg.progress)
     if len(fs.labels) == 0:
@@ -131,10 +128,16 @@ def features(cfg: EvalConfig, encoder_id, spec: ExampleSpec, load, data: str, wh
 def split_features(cfg: EvalConfig, encoder_id, s, load) -> tuple[FeatureSet, FeatureSet | None]:
     """Features of --data and (if given) --test-data for cfg.task, with the encoder geometry `s`."""
     spec = ExampleSpec(cfg.task, s.frames, s.size, cfg.sampling_stride, cfg.windows, cfg.clips, cfg.crops)
-    train = features(cfg, encoder_id, spec, load, cfg.data, "--data")
-    classes = folder_classes(labelled_items(cfg.data, cfg.task), cfg.data) if TASKS[cfg.task].needs_labels else None
-    test = features(cfg, encoder_id, spec, load, cfg.test_data, "--test-data", classes) if cfg.test_data else None
-    return train, test
+    items = labelled_items(cfg.data, cfg.task)
+    train = features(cfg, encoder_id, spec, load, items, cfg.data, "--data")
+    if not cfg.test_data:
+        return train, None
+    # a test folder of classes is labelled by --data's class names (it may lack some: its own numbering would shift)
+    classes = folder_classes(items, cfg.data) if TASKS[cfg.task].needs_labels else None
+    test_items = labelled_items(cfg.test_data, cfg.task, "--test-data", min_classes=1 if classes else 2)
+    if classes:
+        test_items = by_class_name(test_items, cfg.test_data, classes, "--test-data")
+    return train, features(cfg, encoder_id, spec, load, test_items, cfg.test_data, "--test-data")
 
 
 def probe_metrics(train: FeatureSet, test: FeatureSet | None, task: str, probe: str, seed: int, folds: int) -> dict:

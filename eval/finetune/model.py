@@ -86,13 +86,14 @@ def is_classifier_checkpoint(weights: dict[str, torch.Tensor]) -> bool:
     return "head.weight" in weights and "fc_norm.weight" in weights
 
 
-def load_into_classifier(model: VideoClassifier, path, strict_head: bool = False) -> dict:
+def load_into_classifier(model: VideoClassifier, path, strict_head: bool = False, ckpt: dict | None = None) -> dict:
     """Load a checkpoint into `model`: a pretraining encoder (only fc_norm and head stay new) or a
-    fine-tuned classifier (everything; its head must have model's classes when `strict_head`).
+    fine-tuned classifier (everything; its head must have model's classes when `strict_head`). `ckpt`: the
+    file's contents when already read (read_checkpoint), else it is read here.
     Returns {"missing": [...], "unused": [...], "classifier": bool}. Shape mismatches of the
     encoder raise UserError (another preset)."""
     path = resolve_weights_file(path)
-    weights = encoder_weights(model_weights(read_checkpoint(path)))
+    weights = encoder_weights(model_weights(ckpt if ckpt is not None else read_checkpoint(path)))
     own = model.state_dict()
     classifier = is_classifier_checkpoint(weights)
     if classifier and weights["head.weight"].shape != own["head.weight"].shape:

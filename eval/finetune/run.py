@@ -75,7 +75,7 @@ def _finetune(cfg: FinetuneConfig, d: Dist) -> dict:
     out = Path(cfg.out)
     if d.main:
         ensure_writable_folder(out)
-    student, source = classifier_student(cfg)
+    student, source, ckpt = classifier_student(cfg)
     items = labelled_items(cfg.data, cfg.task)
     # a test set may hold a single class; the classifier's classes come from --data (or the checkpoint)
     test_items = labelled_items(cfg.test_data, cfg.task, "--test-data", min_classes=1) if cfg.test_data else None
@@ -83,7 +83,7 @@ def _finetune(cfg: FinetuneConfig, d: Dist) -> dict:
     if TASKS[cfg.task].needs_labels:        # folders of classes: the same class name, the same index everywhere
         items = by_class_name(items, cfg.data, classes, "--data")
         test_items = by_class_name(test_items, cfg.test_data, classes, "--test-data") if test_items else None
-    results = [run_split(cfg, d, split, student, classes, source) for split in make_splits(cfg, items, test_items)]
+    results = [run_split(cfg, d, split, student, classes, source, ckpt) for split in make_splits(cfg, items, test_items)]
     metrics = metrics_of(cfg, results, classes, student, source)
     if d.main:
         write_json_atomic(out / METRICS, metrics)
@@ -93,12 +93,13 @@ def _finetune(cfg: FinetuneConfig, d: Dist) -> dict:
     return metrics
 
 
-def classifier_student(cfg: FinetuneConfig) -> tuple[StudentConfig, dict]:
-    """The classifier's geometry (the checkpoint's or the preset's, with --frames/--size and drop path)
-    and what the weights file says of itself ({"path", "summary", "classes"}; {} for random init)."""
+def classifier_student(cfg: FinetuneConfig) -> tuple[StudentConfig, dict, dict | None]:
+    """The classifier's geometry (the checkpoint's or the preset's, with --frames/--size and drop path),
+    what the weights file says of itself ({"path", "summary", "classes"}; {} for random init), and its
+    contents (read once, loaded into every split's model; None for random init)."""
     if cfg.random_init:
         from training.models import student_config
-        base, source = student_config(cfg.preset), {}
+        base, source, ckpt = student_config(cfg.preset), {}, None
     else:
         folds = sorted(Path(cfg.checkpoint).glob("fold-*/" + CLASSIFIER_SAFETENSORS))
         path = resolve_weights_file(cfg.checkpoint)
@@ -110,7 +111,7 @@ def classifier_student(cfg: FinetuneConfig) -> tuple[StudentConfig, dict]:
         source = {"path": str(path), "summary": dict(ckpt.get("summary") or {}),
                   "classes": checkpoint_classes(ckpt)}
     overrides = {k: v for k, v in (("frames", cfg.frames), ("size", cfg.size)) if v is not None}
-    return dataclasses.replace(base, drop_path=cfg.drop_path, **overrides).validate(), source
+    return dataclasses.replace(base, drop_path=cfg.drop_path, **overrides).validate(), source, ckpt
 
 
 def class_names(cfg: FinetuneConfig, items: list[VideoItem], test_items: list[VideoItem] | None, source: dict) -> list[str]:
@@ -155,7 +156,8 @@ def make_splits(cfg: FinetuneConfig, items: list[VideoItem], test_items: list[Vi
 
 # ---- one split ----------------------------------------------------------------------------------
 
-def run_split(cfg: FinetuneConfig, d: Dist, split: Split, s: StudentConfig, classes: list[str], source: dict) -> dict:
+def run_split(cfg: FinetuneConfig, d: Dist, split: Split, s: StudentConfig, classes: list[str], source: dict,
+              ckpt: dict | None) -> dict:
     """Train (unless eval-only) and test one split; returns its probabilities, labels and counts."""
     if d.main:
         ensure_writable_folder(split.out)
@@ -166,7 +168,7 @@ def run_split(cfg: FinetuneConfig, d: Dist, split: Split, s: StudentConfig, clas
     stride = cfg.sampling_stride
     n_train, skipped, steps = 0, {}, 0
     if cfg.checkpoint is not None and not resumable(split.out, cfg):
-        info = load_into_classifier(model, cfg.checkpoint, strict_head=cfg.eval_only)
+        info = load_into_classifier(model, cfg.checkpoint, strict_head=cfg.eval_only, ckpt=ckpt)
         if cfg.eval_only and not info["classifier"]:
             raise UserError(f"--eval-only needs a fine-tuned classifier; {cfg.checkpoint} holds a pretraining encoder "
                             "(fine-tune it first, without --eval-only)")
@@ -306,12 +308,11 @@ def describe(cfg, split, model, n_entries, start, steps, warmup, peak, d) -> str
 
 def metrics_of(cfg: FinetuneConfig, results: list[dict], classes: list[str], s: StudentConfig, source: dict) -> dict:
     """top-1, top-5 (more than 5 classes), per-class accuracy and the confusion matrix of pooled test predictions."""
-    probs = np.concatenate([r["probs"] for r in results if len(r["labels"])]) if any(len(r["labels"]) for r in results) \
-        else np.zeros((0, len(classes)))
     labels = np.concatenate([r["labels"] for r in results])
     if len(labels) == 0:
         raise UserError(f"no test clip could be read ({sum(len(r['skipped']) for r in results)} videos skipped); "
                         "see the warnings above")
+    probs = np.concatenate([r["probs"] for r in results if len(r["labels"])])
     n = len(classes)
     pred = probs.argmax(1)
     confusion = np.zeros((n, n), np.int64)
