@@ -234,8 +234,7 @@ def from_hf(weights: dict[str, torch.Tensor], where: str = "the checkpoint") -> 
     VideoMAEModel's our encoder's (patch_embed, blocks, norm). Fixed position tables, if saved, are dropped;
     names it does not know are kept as they are (loaders report them as unused)."""
     base = {k.removeprefix("videomae."): v for k, v in weights.items()}
-    pretraining = any(k.startswith(("decoder.", "encoder_to_decoder")) for k in base)
-    trunk = "encoder." if pretraining else ""
+    trunk = "encoder." if layout_of(base) == PRETRAINING else ""        # the decoder's names are ours there
     layers: dict[str, dict[str, dict[str, torch.Tensor]]] = {"encoder": {}, "decoder": {}}
     out = {}
     for k, v in base.items():

@@ -22,6 +22,7 @@ from training.checkpoint import (
     read_checkpoint,
     resolve_weights_file,
 )
+from training import hf
 from training.layers import Linear
 from training.models import StudentConfig, VideoEncoder, student_config
 
@@ -81,11 +82,6 @@ def build_classifier(preset: str, num_classes: int, head_dropout: float = 0.0, i
     return VideoClassifier(student_config(preset, **overrides), num_classes, head_dropout, init_scale)
 
 
-def is_classifier_checkpoint(weights: dict[str, torch.Tensor]) -> bool:
-    """Does this state dict hold a fine-tuned classifier (a `head` over `fc_norm`)?"""
-    return "head.weight" in weights and "fc_norm.weight" in weights
-
-
 def load_into_classifier(model: VideoClassifier, path, strict_head: bool = False, ckpt: dict | None = None) -> dict:
     """Load a checkpoint into `model`: a pretraining encoder (only fc_norm and head stay new) or a
     fine-tuned classifier (everything; its head must have model's classes when `strict_head`). `ckpt`: the
@@ -95,7 +91,7 @@ def load_into_classifier(model: VideoClassifier, path, strict_head: bool = False
     path = resolve_weights_file(path)
     weights = encoder_weights(model_weights(ckpt if ckpt is not None else read_checkpoint(path)))
     own = model.state_dict()
-    classifier = is_classifier_checkpoint(weights)
+    classifier = hf.layout_of(weights) == hf.CLASSIFIER          # a `head` over `fc_norm`
     if classifier and weights["head.weight"].shape != own["head.weight"].shape:
         if strict_head:
             raise UserError(f"{path} classifies {weights['head.weight'].shape[0]} classes, the data has "
