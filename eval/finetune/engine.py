@@ -17,7 +17,7 @@ import torch
 from smile_synth.errors import UserError
 from smile_synth.video import BadVideo, VideoItem
 from training.distributed import Dist, all_ranks_mean, all_ranks_sum
-from training.engine import LossLog, SampleTally, optimizer_step, step_seed
+from training.engine import LOG_FILE, LossLog, SampleTally, optimizer_step, step_seed
 from training.targets import normalize, to_unit_video
 
 from ..features import ExampleSpec, item_views, video_examples
@@ -88,7 +88,6 @@ def train_loop(loop: Loop, loader) -> int:
     """Steps loop.start -> loop.steps; returns the number of bad (skipped) training samples."""
     from tqdm import tqdm
 
-    from training.engine import LOG_FILE
     d = loop.d
     bar = tqdm(total=loop.steps, initial=loop.start, desc="finetune", unit="step", dynamic_ncols=True,
                disable=not (d.main and loop.progress))

@@ -35,6 +35,7 @@ from training.checkpoint import (
     save_safetensors,
 )
 from training.distributed import Dist, autocast_dtype, distributed_run
+from training.engine import LOG_FILE
 from training.models import StudentConfig, count_parameters
 
 from ..evaluate import labelled_items
@@ -266,7 +267,6 @@ def write_classifier(cfg: FinetuneConfig, split: Split, model: VideoClassifier, 
                      classes: list[str], steps: int) -> None:
     """OUT/classifier.safetensors (geometry and classes in its header) and OUT/loss.png of a trained split."""
     from smile_synth.plots import loss_curve
-    from training.engine import LOG_FILE
 
     if (split.out / LOG_FILE).is_file():
         loss_curve(split.out / LOG_FILE, split.out / "loss.png", f"finetune {cfg.task}{' ' + split.name if split.name else ''}")
