@@ -51,16 +51,21 @@ def _warp(src: np.ndarray, M: np.ndarray, size: int) -> np.ndarray:
                           borderMode=cv2.BORDER_REFLECT_101)
 
 
-def moving_still(src: np.ndarray, rng, T: int, size: int, cam: CameraSpec, crop=(0.6, 1.0)) -> np.ndarray:
-    """uint8 (T, size, size, 3) view of a still image through a (possibly) moving camera."""
+def moving_still(src: np.ndarray, rng, T: int, size: int, cam: CameraSpec, crop=(0.6, 1.0),
+                 still: bool = False) -> np.ndarray:
+    """uint8 (T, size, size, 3) view of a still image through a (possibly) moving camera;
+    still: only its frame 0, (1, size, size, 3), after the same draws."""
     M = camera_matrices(rng, T, size, src.shape[:2], cam, crop)
+    if still:
+        return _warp(src, M[0], size)[None]
     if np.allclose(M, M[:1]):  # static camera: warp once
         return np.broadcast_to(_warp(src, M[0], size), (T, size, size, 3)).copy()
     return np.stack([_warp(src, M[t], size) for t in range(T)])
 
 
-def evolving_volume(vol: np.ndarray, rng, T: int, size: int, cam: CameraSpec) -> np.ndarray:
-    """Play a (Tv, S, S, 3) texture volume forward and back at a random rate, through the camera."""
+def evolving_volume(vol: np.ndarray, rng, T: int, size: int, cam: CameraSpec, still: bool = False) -> np.ndarray:
+    """Play a (Tv, S, S, 3) texture volume forward and back at a random rate, through the camera:
+    uint8 (T, size, size, 3); still: only its frame 0, (1, size, size, 3), after the same draws."""
     Tv = vol.shape[0]
     rate = rng.uniform(0.3, 1.0)
     pos = rng.uniform(0, Tv - 1) + rate * np.arange(T)
@@ -68,8 +73,9 @@ def evolving_volume(vol: np.ndarray, rng, T: int, size: int, cam: CameraSpec) ->
     pos = np.mod(pos, 2 * span)
     pos = np.where(pos > span, 2 * span - pos, pos)  # ping-pong: any clip length works
     M = camera_matrices(rng, T, size, vol.shape[1:3], cam, crop=(0.5, 1.0))
-    out = np.empty((T, size, size, 3), np.uint8)
-    for t in range(T):
+    n = 1 if still else T
+    out = np.empty((n, size, size, 3), np.uint8)
+    for t in range(n):
         i = min(int(pos[t]), Tv - 2)
         w = float(pos[t] - i)
         frame = cv2.addWeighted(vol[i], 1.0 - w, vol[i + 1], w, 0.0)
@@ -88,22 +94,27 @@ def gradient_image(rng, size: int) -> np.ndarray:
 
 
 def render_background(kind: str, rng: np.random.Generator, T: int, size: int,
-                      spec: BackgroundSpec, res: Resources) -> np.ndarray:
-    """uint8 (T, size, size, 3) background video of the given kind."""
+                      spec: BackgroundSpec, res: Resources, still: bool = False) -> np.ndarray:
+    """uint8 (T, size, size, 3) background video of the given kind.
+
+    still: return only frame 0, (1, size, size, 3). The draws are those of the T-frame video
+    (the camera path, e.g. shake, is drawn and smoothed over all T frames), so the rng ends in
+    the same state and frame 0 is the moving video's frame 0."""
+    n = 1 if still else T
     if kind == "black":
-        return np.zeros((T, size, size, 3), np.uint8)
+        return np.zeros((n, size, size, 3), np.uint8)
     if kind == "solid":
         col = (palette_colors(rng, 1)[0] * rng.uniform(0.2, 1.0) * 255).astype(np.uint8)
-        return np.broadcast_to(col, (T, size, size, 3)).copy()
+        return np.broadcast_to(col, (n, size, size, 3)).copy()
     if kind == "gradient":
-        return moving_still(gradient_image(rng, 2 * size), rng, T, size, spec.camera)
+        return moving_still(gradient_image(rng, 2 * size), rng, T, size, spec.camera, still=still)
     if kind == "photo":
         lib = res.photos()
-        return moving_still(lib.get(int(rng.integers(len(lib)))), rng, T, size, spec.camera)
+        return moving_still(lib.get(int(rng.integers(len(lib)))), rng, T, size, spec.camera, still=still)
     if kind in ("perlin", "spectral", "fractal"):
         bank = res.bank(kind)
-        return moving_still(bank[int(rng.integers(len(bank)))], rng, T, size, spec.camera, crop=(0.35, 0.6))
+        return moving_still(bank[int(rng.integers(len(bank)))], rng, T, size, spec.camera, crop=(0.35, 0.6), still=still)
     if kind == "perlin3d":
         bank = res.bank(kind)
-        return evolving_volume(bank[int(rng.integers(len(bank)))], rng, T, size, spec.camera)
+        return evolving_volume(bank[int(rng.integers(len(bank)))], rng, T, size, spec.camera, still=still)
     raise ValueError(f"background kind {kind!r} needs frames; use generators.overlay_clip")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -148,3 +148,12 @@ def make_tracks(rng: np.random.Generator, recipe: Recipe, T: int, size: int, res
             category=category, trajectory=kind, source=source,
         ))
     return tracks
+
+
+def hold_pose(track: ObjectTrack, T: int) -> ObjectTrack:
+    """The track held at its frame-0 pose (centre, angle, scale, shear, opacity) for T frames.
+
+    Same sprite: it was sized for the largest scale of the whole path, so the pose draws exactly as
+    the moving track's frame 0."""
+    held = {k: np.repeat(getattr(track, k)[:1], T, axis=0) for k in ("centres", "angle", "scale", "shear", "opacity")}
+    return replace(track, **held)

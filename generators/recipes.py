@@ -6,6 +6,7 @@ rendered size, so one recipe serves 112, 224 or 448 px clips alike.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from functools import cached_property
 from dataclasses import dataclass, field, replace
@@ -24,6 +25,29 @@ OBJECT_SOURCES = ("procedural", "cutout")
 SHAPES = ("circle", "ellipse", "polygon", "star", "blob")
 FILLS = ("flat", "gradient", "noise", "photo")
 Pair = tuple[float, float]
+
+# Field metadata of settings added after recipes were first fingerprinted: such a setting is left
+# out of Recipe.to_dict (so of Recipe.key and dataset.json) while it holds its default, so existing
+# datasets keep their fingerprint and resumed runs stay bit-identical.
+OMIT_AT_DEFAULT = "omit_at_default"
+
+
+def later_setting(default: Any) -> Any:
+    """A dataclass field (immutable `default`) that stays out of the fingerprint while it is the default."""
+    return field(default=default, metadata={OMIT_AT_DEFAULT: True})
+
+
+def settings_dict(obj: Any) -> dict[str, Any]:
+    """to_dict(obj) without the later settings (see OMIT_AT_DEFAULT) that hold their default, at any depth."""
+    def prune(o: Any, d: dict[str, Any]) -> dict[str, Any]:
+        for f in dataclasses.fields(o):
+            v = getattr(o, f.name)
+            if f.metadata.get(OMIT_AT_DEFAULT) and v == f.default:
+                del d[f.name]
+            elif dataclasses.is_dataclass(v):
+                prune(v, d[f.name])
+        return d
+    return prune(obj, to_dict(obj))
 
 
 def _pair(name: str, v: Pair, lo: float = 0.0, hi: float = float("inf")) -> None:
@@ -121,6 +145,11 @@ class MotionSpec:
     scale_drift: float = 0.025  # max |d log size| per frame
     shear: float = 0.0  # max |shear|
     opacity: Pair = (1.0, 1.0)
+    # Hold every object, and the background (camera, noise evolution), still at its frame-0 pose.
+    # The clip draws the same random numbers as its moving twin (same recipe otherwise, seed, index),
+    # so it shows the same objects and background: each frame is the moving clip's frame 0.
+    # Given frames (overlay) are the user's video and play as they are; only the objects hold still.
+    static: bool = later_setting(False)
 
     def validate(self) -> None:
         _weights("motion.trajectories", self.trajectories, tuple(TRAJECTORIES))
@@ -156,10 +185,18 @@ class Recipe:
     @cached_property
     def key(self) -> str:
         """Canonical fingerprint: any change to any setting gives other clips."""
-        return json.dumps(to_dict(self), sort_keys=True)
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @cached_property
+    def draw_key(self) -> str:
+        """Fingerprint of what the random draws depend on: `key` less motion.static, which changes
+        how a clip is shown, not what is drawn. Seeds clips and texture banks, so a static clip has
+        the very objects and background of its moving twin. Equals `key` for moving recipes."""
+        return replace(self, motion=replace(self.motion, static=False)).key if self.motion.static else self.key
 
     def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
+        """Every setting as plain JSON (what `key` and dataset.json record); see OMIT_AT_DEFAULT."""
+        return settings_dict(self)
 
 
 _PHOTO_FILLS = {"flat": 1.0, "gradient": 1.0, "noise": 1.0, "photo": 1.0}

@@ -151,7 +151,7 @@ class Resources:
 
     def _build_bank(self, kind: str) -> np.ndarray:
         b = self.recipe.background
-        rng = bank_rng(self.recipe.key, self.seed, f"{kind}@{self.size}")
+        rng = bank_rng(self.recipe.draw_key, self.seed, f"{kind}@{self.size}")  # static or not: the same banks
         S = 2 * self.size  # room for crops, pans and zooms
         n = b.bank_size
         if kind == "perlin":
@@ -179,7 +179,7 @@ _CACHE: dict[tuple[str, int, int], Resources] = {}
 
 def resources_for(recipe: Recipe, seed: int, size: int) -> Resources:
     """The process-wide Resources of (recipe, seed, size); a few are kept, oldest dropped first."""
-    key = (recipe.key, int(seed), int(size))
+    key = (recipe.draw_key, int(seed), int(size))
     if key not in _CACHE:
         if len(_CACHE) >= 8:
             _CACHE.pop(next(iter(_CACHE)))

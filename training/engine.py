@@ -57,8 +57,10 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 # ---- one step ---------------------------------------------------------------------------------
 
 def train_step(model, target: Target, masker: TrajectoryMasker, batch: dict, cfg: PretrainConfig,
-               device: torch.device, amp: torch.dtype | None, generator: torch.Generator) -> torch.Tensor:
-    """Forward of one batch; returns the loss (not yet backpropagated)."""
+               device: torch.device, amp: torch.dtype | None, generator: torch.Generator
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward of one batch; returns the loss (not yet backpropagated) and the trivial level beside it
+    (trivial_loss: what the best constant prediction would score on the same masked tokens)."""
     video = to_unit_video(batch["video"].to(device, non_blocking=True))  # (B, 3, T, H, W) in [0, 1]
     B = video.shape[0]
     masks = [masker(batch["coverage"], B, generator) for _ in range(2 if cfg.multiple_sampling else 1)]
@@ -70,7 +72,17 @@ def train_step(model, target: Target, masker: TrajectoryMasker, batch: dict, cfg
         if cfg.multiple_sampling:
             inputs, targets = torch.cat([inputs, inputs]), torch.cat([targets, targets])
         loss = loss_fn(model, inputs, targets, mask)
-    return loss
+    return loss, trivial_loss(targets, mask)
+
+
+def trivial_loss(targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The loss of the best constant prediction: each target channel's mean over the batch's masked
+    tokens, i.e. their per-channel variance, averaged. targets (B, N, D), mask bool (B, N) -> scalar.
+
+    A student below it has learned something about the clip; one at it has found only the average
+    (predicting zeros scores the same for pixel targets, whose tokens are standardized)."""
+    masked = targets[mask].float()                                         # (B * N_masked, D)
+    return masked.var(dim=0, unbiased=False).mean()
 
 
 def optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss: torch.Tensor,
@@ -86,19 +98,19 @@ def optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScale
     scaler.update()
 
 
-def train_one_step(run: Run, batch: dict, step: int) -> float:
-    """Train on one batch; returns its loss averaged over ranks. A non-finite loss stops the run
-    before the optimizer steps."""
+def train_one_step(run: Run, batch: dict, step: int) -> tuple[float, float]:
+    """Train on one batch; returns its loss and trivial level, averaged over ranks. A non-finite loss
+    stops the run before the optimizer steps."""
     cfg, d = run.cfg, run.d
     torch.manual_seed(step_seed(cfg.seed, step, d.rank))             # drop-path noise, resumable
     gen = torch.Generator().manual_seed(step_seed(cfg.seed, step, d.rank))
-    loss = train_step(run.model, run.target, run.masker, batch, cfg, d.device, run.amp, gen)
+    loss, trivial = train_step(run.model, run.target, run.masker, batch, cfg, d.device, run.amp, gen)
     value = all_ranks_mean(loss, d)
     if not math.isfinite(value):
         raise UserError(f"loss is {value} at step {step + 1}: stopped; the last good checkpoint "
                         f"({run.out / CHECKPOINT}) is untouched; lower --lr or set --clip-grad")
     optimizer_step(run.optimizer, run.scaler, loss, run.raw_model, cfg.clip_grad)
-    return value
+    return value, all_ranks_mean(trivial, d)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> float:
@@ -146,8 +158,8 @@ def keep_log_until(path: Path, step: int) -> None:
 
 
 class LossLog:
-    """Per window of steps: mean loss, clips/s and the share of time spent waiting for data, appended
-    to log.jsonl (by rank 0: path None elsewhere)."""
+    """Per window of steps: mean loss (and its trivial level, when given), clips/s and the share of time
+    spent waiting for data, appended to log.jsonl (by rank 0: path None elsewhere)."""
 
     def __init__(self, path: Path | None, global_batch: int, start: int = 0):
         if path is not None:
@@ -157,7 +169,7 @@ class LossLog:
         self.reset()
 
     def reset(self) -> None:
-        self.loss, self.n, self.waited, self.t0 = 0.0, 0, 0.0, time.perf_counter()
+        self.loss, self.trivial, self.n, self.waited, self.t0 = 0.0, 0.0, 0, 0.0, time.perf_counter()
 
     def next_batch(self, batches) -> dict:
         t = time.perf_counter()
@@ -165,14 +177,16 @@ class LossLog:
         self.waited += time.perf_counter() - t
         return batch
 
-    def add(self, loss: float) -> None:
+    def add(self, loss: float, trivial: float | None = None) -> None:
         self.loss += loss
+        self.trivial = None if trivial is None else self.trivial + trivial
         self.n += 1
 
     def flush(self, step: int, lr: float, bad: int) -> None:
         dt = time.perf_counter() - self.t0
         if self.file is not None:
-            self.file.write(json.dumps({"step": step, "loss": self.loss / self.n, "lr": lr,
+            trivial = {} if self.trivial is None else {"trivial_loss": self.trivial / self.n}
+            self.file.write(json.dumps({"step": step, "loss": self.loss / self.n, **trivial, "lr": lr,
                                         "clips_per_s": self.n * self.global_batch / dt, "bad": bad,
                                         "data_wait": self.waited / dt, "time": time.time()}) + "\n")
             self.file.flush()
@@ -212,12 +226,12 @@ def run_loop(run: Run, loader: Iterable[dict]) -> None:
             assert batch["step"] == step, (batch["step"], step)
             samples.add(batch, cfg.batch_size, d)
             lr = set_lr(run.optimizer, lr_at(step, run.steps, run.warmup, run.peak_lr))
-            value = train_one_step(run, batch, step)
-            log.add(value)
+            value, trivial = train_one_step(run, batch, step)
+            log.add(value, trivial)
             done = step + 1
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}", bad=samples.bad)
+                bar.set_postfix(loss=f"{value:.4f}", trivial=f"{trivial:.4f}", lr=f"{lr:.2e}", bad=samples.bad)
             if done % cfg.log_every == 0 or done == run.steps:
                 log.flush(done, lr, samples.bad)
             if checkpoint_due(cfg, done, run.steps):

@@ -1,4 +1,4 @@
-"""What the student reconstructs: VideoMAE's per-patch normalized pixels, or standardized CLIP tokens.
+"""What the student reconstructs: VideoMAE's per-patch normalized pixels, MaskFeat's HOG, or standardized CLIP tokens.
 
 Videos here are float (B, 3, T, H, W) in [0, 1] unless said otherwise; targets are (B, N, D) over
 all N tokens in (t, h, w) order, from which the trainer takes the masked ones.
@@ -14,6 +14,8 @@ from typing import Protocol
 
 import torch
 import torch.nn.functional as F
+
+from .hog import hog_dim, hog_targets
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -117,6 +119,17 @@ class PixelTarget:
         return pixel_targets(video.float(), self.tubelet, self.patch)
 
 
+class HogTarget:
+    """MaskFeat's HOG of the first frame of each tubelet (training.hog.hog_targets)."""
+
+    def __init__(self, tubelet: int, patch: int):
+        self.tubelet, self.patch = tubelet, patch
+        self.dim = hog_dim(patch)            # UserError unless patch is a multiple of 8: at build, before data work
+
+    def __call__(self, video: torch.Tensor) -> torch.Tensor:
+        return hog_targets(video, self.tubelet, self.patch)
+
+
 @register_target("clip")
 def clip_target(cfg, grid: tuple[int, int, int], tubelet: int, patch: int, device: torch.device) -> Target:
     """CLIP teacher cfg.teacher with weights cfg.teacher_pretrained, its tokens resized to the student's grid."""
@@ -127,3 +140,8 @@ def clip_target(cfg, grid: tuple[int, int, int], tubelet: int, patch: int, devic
 @register_target("pixel")
 def pixel_target(cfg, grid: tuple[int, int, int], tubelet: int, patch: int, device: torch.device) -> Target:
     return PixelTarget(tubelet, patch)
+
+
+@register_target("hog")
+def hog_target(cfg, grid: tuple[int, int, int], tubelet: int, patch: int, device: torch.device) -> Target:
+    return HogTarget(tubelet, patch)
