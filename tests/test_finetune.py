@@ -62,7 +62,7 @@ def safetensors_weights(path) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def embedded_eval(tmp_path_factory) -> Path:
-    """The held-out parts of the 3 embedded real recordings (eval.embedded), as a folder of .mp4 files."""
+    """The held-out parts of the embedded real scenes (eval.embedded), as a folder of .mp4 files."""
     from eval.embedded import prepare_embedded_data
 
     try:
@@ -181,7 +181,7 @@ def test_finetune_on_embedded_clips_writes_metrics_and_confusion(tmp_path, embed
     assert set(m["per_class_accuracy"]) == {"forward", "reversed"}
     assert m["views"] == {"clips": 1, "crops": 1}
     assert m["skipped_videos"] == 0 and m["skipped"] == {}
-    assert m["n_videos"] == 3 and m["n_train_clips"] > 0
+    assert m["n_videos"] == len(list(Path(embedded_eval).glob("*.mp4"))) >= 10 and m["n_train_clips"] > 0
     confusion = np.array(m["confusion"])
     assert confusion.shape == (2, 2) and confusion.sum() == m["n_test_clips"] > 0
     assert confusion.sum(1).tolist() == [m["n_test_clips"] // 2] * 2       # forward and reversed, balanced

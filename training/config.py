@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from generators.recipes import DEFAULT_RECIPE
+from generators.recipes import DEFAULT_RECIPE, RECIPE_SECTIONS, get_recipe
 from smile_synth.errors import UserError
 
 from .distributed import PRECISIONS
@@ -26,6 +26,7 @@ class PretrainConfig:
     recipe: str | None = None            # render synthetic clips on the fly (synthetic, mixed); None = DEFAULT_RECIPE unless shards
     synthetic_data: str | None = None    # mixed: synthetic shards instead of --recipe
     overlay: str | None = None           # natural: recipe of objects overlaid on the clips (SMILE stage 1)
+    recipe_set: tuple[str, ...] = ()     # recipe settings KEY=VALUE for --recipe and --overlay, e.g. motion.static=true
     mix_ratio: float = 0.5               # mixed: share of synthetic clips
     sampling_rate: int = 4               # natural: frame stride
     max_bad_share: float = 0.1           # stop when more than this share of samples is unreadable
@@ -83,6 +84,12 @@ class PretrainConfig:
             raise UserError("--source mixed takes --recipe NAME or --synthetic-data SHARDS for its synthetic part, not both")
         if self.overlay and self.source == "synthetic":
             raise UserError("--overlay adds objects onto natural clips; synthetic clips carry their own objects")
+        if self.recipe_set:
+            if not self.rendered_recipes:
+                raise UserError(f"recipe setting {self.recipe_set[0]!r} needs clips rendered from a recipe "
+                                "(--recipe, or --overlay on natural clips)")
+            for name in self.rendered_recipes:
+                get_recipe(name, self.recipe_set)                # a bad key or value fails here, in one line
         if self.steps is not None and self.epochs is not None:
             raise UserError("give --steps N or --epochs E, not both")
         for name in ("steps", "epoch_clips", "batch_size", "workers", "save_every", "keep_every", "log_every", "sampling_rate"):
@@ -112,6 +119,13 @@ class PretrainConfig:
     @property
     def synthetic_recipe(self) -> str:
         return self.recipe or DEFAULT_RECIPE
+
+    @property
+    def rendered_recipes(self) -> tuple[str, ...]:
+        """The recipes this run renders clips or overlays from (none when all clips come from shards/videos)."""
+        shards = self.data if self.source == "synthetic" else self.synthetic_data
+        rendered = (self.synthetic_recipe,) if self.source != "natural" and shards is None else ()
+        return rendered + ((self.overlay,) if self.overlay else ())
 
     @property
     def has_objects(self) -> bool:

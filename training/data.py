@@ -256,12 +256,12 @@ def build_source(cfg, s) -> Source:
     def synthetic(path, recipe):
         if path is not None:
             return ShardSource(path, s.frames, s.size, cfg.seed)
-        return RenderSource(get_recipe(recipe), s.frames, s.size, cfg.seed)
+        return RenderSource(get_recipe(recipe, cfg.recipe_set), s.frames, s.size, cfg.seed)
 
     def natural():
         overlay = None
         if cfg.overlay:
-            overlay = get_recipe(cfg.overlay)
+            overlay = get_recipe(cfg.overlay, cfg.recipe_set)
         return NaturalSource(natural_items(cfg.data), s.frames, s.size, cfg.sampling_rate, overlay, cfg.seed)
 
     if cfg.source == "synthetic":

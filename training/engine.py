@@ -59,8 +59,8 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 def train_step(model, target: Target, masker: TrajectoryMasker, batch: dict, cfg: PretrainConfig,
                device: torch.device, amp: torch.dtype | None, generator: torch.Generator
                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward of one batch; returns the loss (not yet backpropagated) and the trivial level beside it
-    (trivial_loss: what the best constant prediction would score on the same masked tokens)."""
+    """Forward of one batch; returns the loss (not yet backpropagated) and, beside it, what the trivial
+    solutions would score on the same masked tokens (trivial_loss)."""
     video = to_unit_video(batch["video"].to(device, non_blocking=True))  # (B, 3, T, H, W) in [0, 1]
     B = video.shape[0]
     masks = [masker(batch["coverage"], B, generator) for _ in range(2 if cfg.multiple_sampling else 1)]
@@ -76,13 +76,14 @@ def train_step(model, target: Target, masker: TrajectoryMasker, batch: dict, cfg
 
 
 def trivial_loss(targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The loss of the best constant prediction: each target channel's mean over the batch's masked
-    tokens, i.e. their per-channel variance, averaged. targets (B, N, D), mask bool (B, N) -> scalar.
+    """The trivial solutions' losses on the batch's masked tokens: (predicting zeros, the best constant).
+    targets (B, N, D), mask bool (B, N) -> float32 (2,).
 
-    A student below it has learned something about the clip; one at it has found only the average
-    (predicting zeros scores the same for pixel targets, whose tokens are standardized)."""
+    The best constant is each target channel's mean over the masked tokens, so its loss is their
+    per-channel variance. A student below it has learned something about the clip; one at it has
+    found only the average. For pixel targets (standardized tokens) the two nearly coincide."""
     masked = targets[mask].float()                                         # (B * N_masked, D)
-    return masked.var(dim=0, unbiased=False).mean()
+    return torch.stack([masked.pow(2).mean(), masked.var(dim=0, unbiased=False).mean()])
 
 
 def optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss: torch.Tensor,
@@ -98,9 +99,9 @@ def optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScale
     scaler.update()
 
 
-def train_one_step(run: Run, batch: dict, step: int) -> tuple[float, float]:
-    """Train on one batch; returns its loss and trivial level, averaged over ranks. A non-finite loss
-    stops the run before the optimizer steps."""
+def train_one_step(run: Run, batch: dict, step: int) -> tuple[float, tuple[float, float]]:
+    """Train on one batch; returns its loss and trivial levels (zeros, best constant), averaged over
+    ranks. A non-finite loss stops the run before the optimizer steps."""
     cfg, d = run.cfg, run.d
     torch.manual_seed(step_seed(cfg.seed, step, d.rank))             # drop-path noise, resumable
     gen = torch.Generator().manual_seed(step_seed(cfg.seed, step, d.rank))
@@ -110,7 +111,7 @@ def train_one_step(run: Run, batch: dict, step: int) -> tuple[float, float]:
         raise UserError(f"loss is {value} at step {step + 1}: stopped; the last good checkpoint "
                         f"({run.out / CHECKPOINT}) is untouched; lower --lr or set --clip-grad")
     optimizer_step(run.optimizer, run.scaler, loss, run.raw_model, cfg.clip_grad)
-    return value, all_ranks_mean(trivial, d)
+    return value, (all_ranks_mean(trivial[0], d), all_ranks_mean(trivial[1], d))
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> float:
@@ -158,7 +159,7 @@ def keep_log_until(path: Path, step: int) -> None:
 
 
 class LossLog:
-    """Per window of steps: mean loss (and its trivial level, when given), clips/s and the share of time
+    """Per window of steps: mean loss (and its trivial levels, when given), clips/s and the share of time
     spent waiting for data, appended to log.jsonl (by rank 0: path None elsewhere)."""
 
     def __init__(self, path: Path | None, global_batch: int, start: int = 0):
@@ -169,7 +170,7 @@ class LossLog:
         self.reset()
 
     def reset(self) -> None:
-        self.loss, self.trivial, self.n, self.waited, self.t0 = 0.0, 0.0, 0, 0.0, time.perf_counter()
+        self.loss, self.trivial, self.n, self.waited, self.t0 = 0.0, None, 0, 0.0, time.perf_counter()
 
     def next_batch(self, batches) -> dict:
         t = time.perf_counter()
@@ -177,15 +178,17 @@ class LossLog:
         self.waited += time.perf_counter() - t
         return batch
 
-    def add(self, loss: float, trivial: float | None = None) -> None:
+    def add(self, loss: float, trivial: tuple[float, float] | None = None) -> None:
         self.loss += loss
-        self.trivial = None if trivial is None else self.trivial + trivial
+        if trivial is not None:
+            self.trivial = [a + b for a, b in zip(self.trivial or (0.0, 0.0), trivial)]
         self.n += 1
 
     def flush(self, step: int, lr: float, bad: int) -> None:
         dt = time.perf_counter() - self.t0
         if self.file is not None:
-            trivial = {} if self.trivial is None else {"trivial_loss": self.trivial / self.n}
+            trivial = {} if self.trivial is None else \
+                {"zero_loss": self.trivial[0] / self.n, "constant_loss": self.trivial[1] / self.n}
             self.file.write(json.dumps({"step": step, "loss": self.loss / self.n, **trivial, "lr": lr,
                                         "clips_per_s": self.n * self.global_batch / dt, "bad": bad,
                                         "data_wait": self.waited / dt, "time": time.time()}) + "\n")
@@ -231,7 +234,7 @@ def run_loop(run: Run, loader: Iterable[dict]) -> None:
             done = step + 1
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{value:.4f}", trivial=f"{trivial:.4f}", lr=f"{lr:.2e}", bad=samples.bad)
+                bar.set_postfix(loss=f"{value:.4f}", constant=f"{trivial[1]:.4f}", lr=f"{lr:.2e}", bad=samples.bad)
             if done % cfg.log_every == 0 or done == run.steps:
                 log.flush(done, lr, samples.bad)
             if checkpoint_due(cfg, done, run.steps):

@@ -175,7 +175,8 @@ def summary(cfg: PretrainConfig, step: int, world: int) -> dict:
     """What the model saw in pretraining (shown by `compare`)."""
     shards = cfg.data if cfg.source == "synthetic" else cfg.synthetic_data
     rendered = cfg.source != "natural" and shards is None
-    return {"source": cfg.source, "data": cfg.data, "recipe": cfg.synthetic_recipe if rendered else None,
+    recipe_set = {"recipe_set": list(cfg.recipe_set)} if cfg.recipe_set else {}    # old runs' summaries unchanged
+    return {"source": cfg.source, "data": cfg.data, "recipe": cfg.synthetic_recipe if rendered else None, **recipe_set,
             "synthetic_data": cfg.synthetic_data,
             "overlay": cfg.overlay, "mix_ratio": cfg.mix_ratio if cfg.source == "mixed" else None,
             "preset": cfg.preset, "target": cfg.target, "teacher": cfg.teacher if cfg.target == "clip" else None,

@@ -31,6 +31,7 @@ class FinetuneConfig:
     stride: int | None = None            # frame stride; None = the task's default (labels: 4, VideoMAE's)
     windows: int = 8                     # motion tasks: window positions per video
     flip: bool = True                    # random horizontal flip (off for SSv2-style left/right classes)
+    min_crop_scale: float = 0.08         # random resized crop's smallest area share (VideoMAE's 0.08)
     # recipe
     epochs: float = 100                  # passes over the training videos
     steps: int | None = None             # or a number of optimizer steps (overrides --epochs)
@@ -110,6 +111,8 @@ class FinetuneConfig:
                             "(or --mixup-prob 0)")
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise UserError(f"--clip-grad {self.clip_grad} must be > 0")
+        if not 0 < self.min_crop_scale <= 1:
+            raise UserError(f"--min-crop-scale {self.min_crop_scale} must be in (0, 1]")
         if self.augment_spec is not None:
             check_rand_augment(self.augment_spec)
         return self

@@ -6,7 +6,7 @@ sampling); motion tasks (arrow of time, speed) use their fixed examples (eval/ta
 order carries the label. Each loaded video gives `repeated_aug` independently augmented clips.
 
 Augmentation of one clip, the same for every frame: timm RandAugment, a random resized crop (scale
-0.08-1, aspect 3/4-4/3, as VideoMAE), horizontal flip, normalisation, then timm random erasing with one
+min_crop_scale-1, VideoMAE's 0.08-1 by default; aspect 3/4-4/3), horizontal flip, normalisation, then timm random erasing with one
 box through all frames. Randomness comes from a seed per (run seed, epoch, position, repeat), so a
 sample is the same whichever worker makes it.
 """
@@ -31,7 +31,6 @@ from ..features import video_examples
 
 log = logging.getLogger(__name__)
 
-CROP_SCALE = (0.08, 1.0)            # VideoMAE's spatial_sampling for fine-tuning
 CROP_RATIO = (3 / 4, 4 / 3)
 TRAIN_SHORT_SIDE = 256 / 224        # decode at this x size, then crop (VideoMAE: short side 256 for 224 crops)
 
@@ -76,11 +75,11 @@ def same_for_every_frame(transform, frames: np.ndarray) -> np.ndarray:
 class ClipAugment:
     """uint8 (T, H, W, 3) frames -> float32 (3, T, size, size) normalized training clip."""
 
-    def __init__(self, size: int, rand_augment: str | None, flip: bool, reprob: float):
+    def __init__(self, size: int, rand_augment: str | None, flip: bool, reprob: float, min_crop_scale: float = 0.08):
         from timm.data.auto_augment import rand_augment_transform
         from timm.data.random_erasing import RandomErasing
 
-        self.size, self.flip = size, flip
+        self.size, self.flip, self.crop_scale = size, flip, (min_crop_scale, 1.0)
         # timm's ImageNet values; translation relative to the decoded frames RandAugment sees (before the crop)
         hparams = {"translate_const": int(size * TRAIN_SHORT_SIDE * 0.45), "img_mean": (124, 116, 104)}
         self.rand_augment = rand_augment_transform(rand_augment, hparams) if rand_augment else None
@@ -97,7 +96,7 @@ class ClipAugment:
             if self.rand_augment is not None:
                 frames = same_for_every_frame(self.rand_augment, frames)
             first = torch.from_numpy(frames[0]).permute(2, 0, 1)                 # (3, H, W), a view
-            i, j, h, w = RandomResizedCropAndInterpolation.get_params(first, CROP_SCALE, CROP_RATIO)
+            i, j, h, w = RandomResizedCropAndInterpolation.get_params(first, self.crop_scale, CROP_RATIO)
             crop = frames[:, i:i + h, j:j + w]
             if self.flip and random.random() < 0.5:
                 crop = crop[:, :, ::-1]

@@ -225,7 +225,7 @@ def train_loader(cfg: FinetuneConfig, d: Dist, split: Split, entries, s: Student
     from torch.utils.data import DataLoader
 
     dataset = TrainClips(split.train, entries, s.frames, cfg.sampling_stride, s.size,
-                         ClipAugment(s.size, cfg.augment_spec, cfg.flip, cfg.reprob), cfg.repeated_aug, cfg.seed)
+                         ClipAugment(s.size, cfg.augment_spec, cfg.flip, cfg.reprob, cfg.min_crop_scale), cfg.repeated_aug, cfg.seed)
     sampler = StepBatches(len(entries), cfg.batch_size, steps, start, cfg.seed, d.rank, d.world)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.workers,
                       worker_init_fn=_quiet_worker, pin_memory=d.device.type == "cuda",

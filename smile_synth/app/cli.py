@@ -286,7 +286,8 @@ def source_options(f):
         click.option("--config", "config_file", default=None,
                      help="YAML/JSON file of settings (keys as the options, with _); options override it."),
         click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
-                     help="Any other setting, e.g. --set object_threshold=0.5."),
+                     help="Any other setting, e.g. --set object_threshold=0.5; recipe settings "
+                          "(background.*, objects.*, motion.*) apply to --recipe/--overlay, e.g. --set motion.static=true."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -297,12 +298,20 @@ def pretrain_config(config_file, settings, options: dict, **fixed):
     """PretrainConfig from a YAML/JSON file, --set assignments and the given options, validated."""
     from training.config import PretrainConfig
 
+    from generators.recipes import RECIPE_SECTIONS
+
     from smile_synth.config import build, load_mapping, parse_assignment, set_path
 
     data = load_mapping(config_file) if config_file else {}
+    recipe_set = []
     for text in settings:
         keys, value = parse_assignment(text)
+        if keys[0] in RECIPE_SECTIONS:          # a recipe setting: for the recipe the run renders
+            recipe_set.append(text)
+            continue
         set_path(data, keys, value)
+    if recipe_set:
+        data["recipe_set"] = [*data.get("recipe_set", ()), *recipe_set]
     data.update({k: v for k, v in options.items() if v is not None})
     data.update(fixed)
     return build(PretrainConfig, data)
@@ -426,6 +435,7 @@ finetune_option = config_option(FINETUNE)
 @click.option("--stride", type=int, default=None, cls=TaskStrideOption, help="Frame stride (speed: x1, x2, x4 of it).")
 @finetune_option("--windows", type=int, help="Motion tasks: window positions per video.")
 @finetune_option("--flip/--no-flip", "flip", default=None, help="Random horizontal flip (off for SSv2-style data).")
+@finetune_option("--min-crop-scale", type=float, help="Random resized crop: smallest area share (VideoMAE: 0.08).")
 @finetune_option("--epochs", type=float, help="Passes over the training videos.")
 @finetune_option("--steps", type=int, help="Or optimizer steps (overrides --epochs).")
 @finetune_option("--batch-size", type=int, help="Videos per process and step (each gives --repeated-aug clips).")
