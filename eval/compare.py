@@ -3,14 +3,13 @@
 runs (NAME=PATH; a name given k times = k replicates) + scratch -> per seed i: replicate i mod k (or
 random init with seed i) -> features per task (cached) -> each probe with seed i -> report.
 
-With no runs and no data, `embedded_experiment` runs the whole small study offline: tiny models
-pretrained on synthetic recipes and on the embedded real clips, each once per seed, plus scratch,
-evaluated on embedded real clips held out from all pretraining.
+With no runs and no data, `embedded_experiment` runs the smoke-scale study offline (eval/study.py):
+micro students pretrained in six regimes, each once per seed, fine-tuned and probed on embedded real
+scenes held out from all pretraining and on a synthetic held-out motion task.
 """
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,8 +30,6 @@ from .tasks import TASKS
 SCRATCH = "scratch"
 MOTION_TASKS = ("arrow-of-time", "speed")
 FINETUNE = "finetune"            # --probe finetune: end-to-end fine-tuning (eval/finetune) beside the frozen probes
-# the embedded study's fine-tuning budget when --finetune-set gives none (VideoMAE's 100 epochs do not fit a CPU)
-EMBEDDED_FINETUNE = {"steps": 150, "workers": 0}
 
 
 @dataclass(frozen=True)
@@ -52,10 +49,7 @@ class CompareConfig:
     crops: int = 3
     cache_dir: str | None = None
     progress: bool = True
-    # embedded default only
-    steps: int = 600
-    recipes: tuple[str, ...] = ("black+objects", "noise+objects")
-    pretrain_overrides: dict = field(default_factory=dict)
+    steps: int | None = None                 # embedded study only: pretraining steps (None = its protocol's)
     finetune_settings: dict = field(default_factory=dict)   # FinetuneConfig settings for --probe finetune
 
     def validate(self) -> CompareConfig:
@@ -205,56 +199,16 @@ def compare(cfg: CompareConfig) -> Path:
 
 # ------------------------------------------------------------------------------- embedded default
 
-def embedded_runs(cfg: CompareConfig, pretrain_dir: Path) -> list[tuple[str, dict]]:
-    """(name, pretraining settings) of the embedded study: each synthetic recipe, and the real clips."""
-    runs = [(recipe, {"source": "synthetic", "recipe": recipe}) for recipe in cfg.recipes]
-    runs.append(("natural", {"source": "natural", "data": str(pretrain_dir)}))
-    return runs
-
-
-def pretrain_once(settings: dict, out: Path) -> Path:
-    """Pretrain into `out` unless a finished run (encoder.pt) is already there."""
-    from training.config import PretrainConfig
-    from training.trainer import pretrain
-    if (out / "encoder.pt").is_file() and (out / "run.json").is_file():
-        return out
-    pretrain(PretrainConfig(**settings, out=str(out)).validate())
-    return out
-
-
 def embedded_experiment(cfg: CompareConfig) -> Path:
-    """Pretrain tiny models on synthetic recipes and on the embedded real clips (one per seed), then
-    compare them with scratch on real clips held out from all pretraining."""
-    from .embedded import prepare_embedded_data
+    """The embedded smoke-scale study (eval/study.py): six pretraining regimes x cfg.seeds, fine-tuned and
+    probed on real scenes held out from all pretraining and on the synthetic direction task."""
+    from dataclasses import replace
 
-    out = Path(cfg.out)
-    t0 = time.time()
-    pretrain_dir, eval_dir = prepare_embedded_data(out / "data")
-    base = {"preset": "tiny", "target": "pixel", "steps": cfg.steps, "progress": cfg.progress,
-            **cfg.pretrain_overrides}
-    runs = []
-    plan = embedded_runs(cfg, pretrain_dir)
-    for seed in range(cfg.seeds):
-        for name, settings in plan:
-            _echo(cfg, f"pretraining {name}, seed {seed} ({cfg.steps} steps)")
-            runs.append((name, str(pretrain_once({**base, **settings, "seed": seed}, out / "runs" / f"{name}-seed{seed}"))))
-    t_pretrain = time.time() - t0
-    run_cfg = CompareConfig(**{**asdict(cfg), "runs": tuple(runs), "scratch": True, "data": str(eval_dir),
-                               "windows": max(cfg.windows, 24),
-                               "finetune_settings": cfg.finetune_settings or EMBEDDED_FINETUNE})
-    rows, info = evaluate_runs(run_cfg)
-    minutes = (time.time() - t0) / 60
-    notes = [
-        ("**Smoke-scale study.** Tiny models (8 frames, 112 px, 4 blocks) pretrained for "
-        f"{cfg.steps} steps of batch {base.get('batch_size', 8)} with pixel targets (no CLIP weights offline), "
-        f"one pretraining run per seed; {cfg.seeds} seeds. Evaluated on the held-out later part of the "
-        "embedded real clips (3 scenes: bikes, carphone, city; natural pretraining saw only their earlier "
-        "part), leave-one-scene-out folds. With 3 scenes the numbers are indicative at best: see the "
-        "README for the same comparison at scale."),
-        f"Wall time: {minutes:.1f} min ({t_pretrain / 60:.1f} min pretraining).",
-        (f"Do the features hold motion at all? `python benchmarks/eval_diagnostics.py {out}` adds a hand-crafted "
-         "motion baseline and per-video-centered probes."),
-    ]
-    path = write_report(run_cfg, rows, info, "smile-synth compare: embedded smoke-scale study", notes)
-    write_json_atomic(out / "timing.json", {"minutes": minutes, "pretrain_minutes": t_pretrain / 60})
-    return path
+    from .study import Protocol, run_study
+
+    protocol = Protocol()
+    if cfg.steps is not None:
+        protocol = replace(protocol, pretrain_steps=cfg.steps)
+    if cfg.finetune_settings:
+        protocol = replace(protocol, finetune_settings={**protocol.finetune_settings, **cfg.finetune_settings})
+    return run_study(cfg.out, cfg.seeds, protocol, cfg.progress)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from generators.recipes import DEFAULT_RECIPE, RECIPE_SECTIONS, get_recipe
+from generators.recipes import DEFAULT_RECIPE, get_recipe
 from smile_synth.errors import UserError
 
 from .distributed import PRECISIONS

@@ -492,7 +492,7 @@ def finetune(quiet, **options) -> None:
               help="A fine-tuning setting for --probe finetune, as `finetune`'s options with _ (e.g. steps=300).")
 @compare_option("--seeds", type=int)
 @click.option("--preset", default=None, help="Scratch's preset when no --run gives one.")
-@compare_option("--steps", type=int, help="Embedded default: pretraining steps per run.")
+@compare_option("--steps", type=int, help="Embedded study: pretraining steps per run [its protocol's].")
 @click.option("--out", required=True, help="Folder for report.md, report.csv, report.png.")
 @probe_options
 def compare(runs, scratch, data, tasks, probes, out, cache_dir, quiet, finetune_settings, **options) -> None:
