@@ -234,3 +234,28 @@ def test_compare_with_no_runs_runs_the_study_with_its_protocol(tmp_path, monkeyp
     assert seen["seeds"] == 2 and seen["protocol"].pretrain_steps == 7
     assert seen["protocol"].finetune_settings["steps"] == 5
     assert seen["protocol"].finetune_settings["lr"] == study.Protocol().finetune_settings["lr"]
+
+
+# ---- the motion target ------------------------------------------------------------------------------
+
+def test_motion_target_is_standardized_frame_differences_per_tubelet():
+    from training.targets import TARGETS, motion_targets, pixel_targets
+    assert "motion" in TARGETS
+    g = torch.Generator().manual_seed(0)
+    video = torch.rand(2, 3, 4, 32, 32, generator=g)
+    t = motion_targets(video, 2, 16)
+    assert t.shape == (2, 2 * 2 * 2, 3 * 16 * 16)
+    # tubelet 0's difference is frame 1 - frame 0; its tokens equal pixel targets of that difference
+    diff = (video[:, :, 1:2] - video[:, :, 0:1])
+    assert torch.allclose(t[:, :4], pixel_targets(diff, 1, 16), atol=1e-6)
+    still = video[:, :, :1].expand(-1, -1, 4, -1, -1)
+    assert motion_targets(still, 2, 16).abs().max() == 0          # no motion, nothing to predict
+
+
+def test_motion_target_needs_tubelets_of_two_frames():
+    from training.config import PretrainConfig
+    from training.targets import build_target
+    cfg = PretrainConfig(recipe="black+objects", target="motion").validate()
+    assert build_target(cfg, (4, 2, 2), 2, 16, torch.device("cpu")).dim == 768
+    with pytest.raises(UserError, match="--target motion needs tubelets of 2 or more"):
+        build_target(cfg, (8, 2, 2), 1, 16, torch.device("cpu"))

@@ -1,4 +1,5 @@
-"""What the student reconstructs: VideoMAE's per-patch normalized pixels, MaskFeat's HOG, or standardized CLIP tokens.
+"""What the student reconstructs: VideoMAE's per-patch normalized pixels, MaskFeat's HOG, MotionMAE-style frame
+differences, or standardized CLIP tokens.
 
 Videos here are float (B, 3, T, H, W) in [0, 1] unless said otherwise; targets are (B, N, D) over
 all N tokens in (t, h, w) order, from which the trainer takes the masked ones.
@@ -14,6 +15,8 @@ from typing import Protocol
 
 import torch
 import torch.nn.functional as F
+
+from smile_synth.errors import UserError
 
 from .hog import hog_dim, hog_targets
 
@@ -49,6 +52,17 @@ def pixel_targets(video: torch.Tensor, tubelet: int, patch: int, eps: float = 1e
     x = patchify(video, tubelet, patch)
     x = (x - x.mean(dim=-2, keepdim=True)) / (x.var(dim=-2, unbiased=True, keepdim=True).sqrt() + eps)
     return x.flatten(2)
+
+
+def motion_targets(video: torch.Tensor, tubelet: int, patch: int, eps: float = 1e-6) -> torch.Tensor:
+    """MotionMAE-style target: each tubelet's frame differences (frame k+1 - frame k inside the tubelet),
+    standardized per token and colour channel as pixel_targets.
+
+    (B, 3, T, H, W) in [0, 1] -> (B, N, (tubelet - 1) * patch^2 * 3)."""
+    B, C, T, H, W = video.shape
+    x = video.reshape(B, C, T // tubelet, tubelet, H, W)
+    diff = (x[:, :, :, 1:] - x[:, :, :, :-1]).reshape(B, C, -1, H, W)      # (B, 3, T' * (tubelet - 1), H, W)
+    return pixel_targets(diff, tubelet - 1, patch, eps)
 
 
 def standardize_tokens(tokens: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -130,6 +144,19 @@ class HogTarget:
         return hog_targets(video, self.tubelet, self.patch)
 
 
+class MotionTarget:
+    """Frame differences inside each tubelet (motion_targets)."""
+
+    def __init__(self, tubelet: int, patch: int):
+        if tubelet < 2:
+            raise UserError(f"--target motion needs tubelets of 2 or more frames (frame differences), not {tubelet}")
+        self.tubelet, self.patch = tubelet, patch
+        self.dim = 3 * (tubelet - 1) * patch * patch
+
+    def __call__(self, video: torch.Tensor) -> torch.Tensor:
+        return motion_targets(video.float(), self.tubelet, self.patch)
+
+
 @register_target("clip")
 def clip_target(cfg, grid: tuple[int, int, int], tubelet: int, patch: int, device: torch.device) -> Target:
     """CLIP teacher cfg.teacher with weights cfg.teacher_pretrained, its tokens resized to the student's grid."""
@@ -145,3 +172,8 @@ def pixel_target(cfg, grid: tuple[int, int, int], tubelet: int, patch: int, devi
 @register_target("hog")
 def hog_target(cfg, grid: tuple[int, int, int], tubelet: int, patch: int, device: torch.device) -> Target:
     return HogTarget(tubelet, patch)
+
+
+@register_target("motion")
+def motion_target(cfg, grid: tuple[int, int, int], tubelet: int, patch: int, device: torch.device) -> Target:
+    return MotionTarget(tubelet, patch)
