@@ -30,8 +30,8 @@ class Regime:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """One column of the report: a task on a dataset. data/test_data are 'real' (the embedded
-    evaluation scenes, folds by scene) or 'direction' (the synthetic held-out set, its own test split)."""
+    """One column of the report: a task on a dataset (`data`: the embedded real evaluation scenes, split
+    in folds by scene, or the direction task's training folder, whose test folder comes beside it)."""
     name: str
     task: str
     data: str

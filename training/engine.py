@@ -82,8 +82,11 @@ def trivial_loss(targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     The best constant is each target channel's mean over the masked tokens, so its loss is their
     per-channel variance. A student below it has learned something about the clip; one at it has
     found only the average. For pixel targets (standardized tokens) the two nearly coincide."""
-    masked = targets[mask].float()                                         # (B * N_masked, D)
-    return torch.stack([masked.pow(2).mean(), masked.var(dim=0, unbiased=False).mean()])
+    w = mask.flatten().float()                                             # (B * N,) 1 for masked tokens
+    x = targets.flatten(0, 1).float()                                      # (B * N, D); fp32 under bf16 autocast too
+    n = w.sum()
+    mean, square = (w @ x) / n, (w @ (x * x)) / n                          # (D,) each: two matmuls, no gather
+    return torch.stack([square.mean(), (square - mean * mean).mean()])
 
 
 def optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss: torch.Tensor,
