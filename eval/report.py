@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from smile_synth.atomic import replacing
+from smile_synth.plots import pyplot, save_png
 
 
 def column(task: str, probe: str) -> str:
@@ -91,9 +92,7 @@ def markdown(rows: list[dict], runs_info: dict[str, dict], title: str, notes: li
 
 def bar_chart(rows: list[dict], path: Path, title: str = "") -> None:
     """Grouped bars: one group per task/probe, one bar per run, error bars = std over seeds, chance dashed."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     runs, cols = _order(rows)
     cells = aggregate(rows)
@@ -115,6 +114,4 @@ def bar_chart(rows: list[dict], path: Path, title: str = "") -> None:
     ax.legend(fontsize=7, ncol=min(4, len(runs) + 1), loc="upper right")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    with replacing(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, path)

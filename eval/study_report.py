@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from smile_synth.atomic import replacing, write_json_atomic
-from smile_synth.plots import read_log
+from smile_synth.plots import pyplot, read_log, save_png
 
 from .report import aggregate, bar_chart, column, markdown, write_csv
 
@@ -54,9 +54,7 @@ def loss_summary(runs: dict, names: list[str], tail: float = 0.2) -> dict[str, d
 def loss_picture(runs: dict, names: list[str], path: Path) -> None:
     """Pretraining loss per regime (mean over seeds) with its trivial levels: best constant (dashed),
     zeros (dotted)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.0), dpi=110, squeeze=False)
     for ax, name in zip(axes[0], names):
@@ -75,9 +73,7 @@ def loss_picture(runs: dict, names: list[str], path: Path) -> None:
     axes[0][0].set_ylabel("pretraining loss")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    with replacing(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def dose_response(rows: list[dict], names: list[str], probe: str) -> dict[str, dict[str, list]]:
@@ -99,9 +95,7 @@ def dose_response(rows: list[dict], names: list[str], probe: str) -> dict[str, d
 
 
 def dose_picture(curves: dict, chance: dict[str, float], path: Path, probe: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 3.2), dpi=110, squeeze=False)
     for ax, (task, per_regime) in zip(axes[0], curves.items()):
@@ -115,9 +109,7 @@ def dose_picture(curves: dict, chance: dict[str, float], path: Path, probe: str)
     axes[0][0].set_ylabel("top-1 (%)")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    with replacing(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def findings(rows: list[dict], losses: dict, names: list[str], curves: dict, probe: str) -> list[str]:

@@ -7,6 +7,23 @@ from pathlib import Path
 from .atomic import replacing
 
 
+def pyplot():
+    """matplotlib.pyplot on the headless Agg backend (imported when a picture is first drawn)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_png(fig, path: str | Path) -> Path:
+    """Write `fig` to `path` as PNG atomically, then close it; returns the path."""
+    import matplotlib.pyplot as plt
+    with replacing(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
 def read_log(path: str | Path) -> list[dict]:
     """Records of a log.jsonl; lines that do not parse (a run killed mid-write) are skipped."""
     rows = []
@@ -20,9 +37,7 @@ def read_log(path: str | Path) -> list[dict]:
 
 def loss_curve(log_path: str | Path, out: str | Path, title: str = "") -> Path:
     """Plot loss and learning rate against step from a trainer's log.jsonl into `out` (.png)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = read_log(log_path)
     steps = [r["step"] for r in rows]
@@ -36,18 +51,13 @@ def loss_curve(log_path: str | Path, out: str | Path, title: str = "") -> Path:
     lr.set_ylabel("learning rate", color="tab:orange")
     ax.set_title(title or Path(log_path).parent.name, fontsize=10)
     fig.tight_layout()
-    with replacing(out) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return Path(out)
+    return save_png(fig, out)
 
 
 def confusion_picture(matrix, class_names: list[str], out: str | Path, title: str = "") -> Path:
     """Plot a confusion matrix (rows: true class, columns: predicted; counts) as row-normalised shares
     into `out` (.png); cells hold the share when there are at most 20 classes."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     m = np.asarray(matrix, dtype=float)
@@ -71,7 +81,4 @@ def confusion_picture(matrix, class_names: list[str], out: str | Path, title: st
                         color="white" if shares[i, j] > 0.5 else "black")
     ax.set_title("\n".join(textwrap.wrap(title, 48)), fontsize=9)
     fig.tight_layout()
-    with replacing(out) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return Path(out)
+    return save_png(fig, out)
