@@ -38,7 +38,7 @@ import numpy as np
 
 from smile_synth.atomic import replacing, write_json_atomic
 from smile_synth.errors import UserError
-from smile_synth.video import video_length
+from smile_synth.video import decoded_frames, video_length
 
 PRETRAIN_SHARE = 0.4
 GAP = 8          # frames dropped between the two parts so that no clip straddles them
@@ -97,19 +97,12 @@ def write_video(frames: np.ndarray, path: Path, fps: int = 25) -> None:
 def decode_all(path: Path, limit: int | None = None) -> np.ndarray:
     """uint8 (T, H, W, 3) RGB frames of `path` (its first `limit` when given), shrunk to SHORT_SIDE px
     short side with swscale's area filter while decoding (faster here than smile_synth.video's decode,
-    which decodes whole files and resizes with OpenCV). A decode error after good frames ends the video."""
+    which decodes whole files and resizes with OpenCV). A decode error after good frames ends the video
+    (smile_synth.video.decoded_frames, the rule every reader here follows)."""
     out: list[np.ndarray] = []
     with av.open(str(path)) as c:
-        s = c.streams.video[0]
-        frames = c.decode(s)
-        while limit is None or len(out) < limit:
-            try:
-                frame = next(frames)
-            except StopIteration:
-                break
-            except (av.error.FFmpegError, EOFError, ValueError):
-                if not out:
-                    raise
+        for frame in decoded_frames(c, c.streams.video[0]):
+            if limit is not None and len(out) >= limit:
                 break
             h, w = frame.height, frame.width
             if min(h, w) > SHORT_SIDE:

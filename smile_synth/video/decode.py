@@ -95,7 +95,7 @@ def _open(path: Path):
     return container, s
 
 
-def _decoded(container, s):
+def decoded_frames(container, s):
     """container.decode(s), ending at the first decode error that follows a good frame.
 
     A file cut short (an interrupted download with its index at the front) or with a damaged tail then
@@ -131,7 +131,7 @@ def video_length(path: Path) -> int:
         with container:
             n = s.frames
             if n <= 0:  # MPEG-PS, some AVI/MKV/WebM: no count in the header
-                n = sum(1 for _ in _decoded(container, s))
+                n = sum(1 for _ in decoded_frames(container, s))
     if n <= 0:
         raise BadVideo(f"{path}: no decodable frames")
     CACHE.store_length(key, n)
@@ -169,7 +169,7 @@ def _rgb(frame, hw: tuple[int, int] | None, short_side: int | None, path: Path, 
 def _decode_all(container, s, path: Path, short_side: int | None, n_guess: int) -> np.ndarray:
     """Every frame, downscaled, in one preallocated (N, H, W, 3) array."""
     buf, n, hw = None, 0, None
-    for frame in _decoded(container, s):
+    for frame in decoded_frames(container, s):
         if buf is None:
             hw = _out_hw(frame.height, frame.width, short_side) if frame.width > 0 and frame.height > 0 else (0, 0)
             buf = np.empty((max(n_guess, 1), *hw, 3), np.uint8)
@@ -211,7 +211,7 @@ def _decode_after_seek(container, s, path: Path, table: np.ndarray, needed: np.n
             return None
         container.seek(int(table[target]), stream=s, backward=True, any_frame=False)
         got, first = [], None
-        for frame in _decoded(container, s):
+        for frame in decoded_frames(container, s):
             if frame.pts is None:
                 return None
             i = int(np.searchsorted(table, frame.pts))
@@ -234,7 +234,7 @@ def _decode_from_start(container, s, path: Path, key: tuple, needed: np.ndarray,
     """Frames `needed` (sorted, unique) of a freshly opened container, counted from the first frame;
     stops after the last one."""
     got, n = [], 0
-    for frame in _decoded(container, s):
+    for frame in decoded_frames(container, s):
         if n == needed[len(got)]:
             got.append(_rgb(frame, got[0].shape[:2] if got else None, short_side, path))
             if len(got) == len(needed):
