@@ -222,7 +222,8 @@ _PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-RECIPE_SECTIONS = ("background", "objects", "motion")   # a KEY=VALUE starting with one of these is a recipe setting
+# the recipe's sections (background, objects, motion): a KEY=VALUE starting with one of these is a recipe setting
+RECIPE_SECTIONS = tuple(f.name for f in dataclasses.fields(Recipe) if dataclasses.is_dataclass(getattr(Recipe(), f.name)))
 
 
 def recipe_names() -> list[str]:

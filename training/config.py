@@ -121,11 +121,16 @@ class PretrainConfig:
         return self.recipe or DEFAULT_RECIPE
 
     @property
+    def rendered_recipe(self) -> str | None:
+        """The recipe this run's synthetic clips are rendered from on the fly; None when it has no
+        synthetic clips or reads them from shards."""
+        shards = self.data if self.source == "synthetic" else self.synthetic_data
+        return self.synthetic_recipe if self.source != "natural" and shards is None else None
+
+    @property
     def rendered_recipes(self) -> tuple[str, ...]:
         """The recipes this run renders clips or overlays from (none when all clips come from shards/videos)."""
-        shards = self.data if self.source == "synthetic" else self.synthetic_data
-        rendered = (self.synthetic_recipe,) if self.source != "natural" and shards is None else ()
-        return rendered + ((self.overlay,) if self.overlay else ())
+        return tuple(r for r in (self.rendered_recipe, self.overlay) if r)
 
     @property
     def has_objects(self) -> bool:

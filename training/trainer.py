@@ -173,10 +173,8 @@ def save_checkpoint(cfg: PretrainConfig, s: StudentConfig, model, optimizer, sca
 
 def summary(cfg: PretrainConfig, step: int, world: int) -> dict:
     """What the model saw in pretraining (shown by `compare`)."""
-    shards = cfg.data if cfg.source == "synthetic" else cfg.synthetic_data
-    rendered = cfg.source != "natural" and shards is None
     recipe_set = {"recipe_set": list(cfg.recipe_set)} if cfg.recipe_set else {}    # old runs' summaries unchanged
-    return {"source": cfg.source, "data": cfg.data, "recipe": cfg.synthetic_recipe if rendered else None, **recipe_set,
+    return {"source": cfg.source, "data": cfg.data, "recipe": cfg.rendered_recipe, **recipe_set,
             "synthetic_data": cfg.synthetic_data,
             "overlay": cfg.overlay, "mix_ratio": cfg.mix_ratio if cfg.source == "mixed" else None,
             "preset": cfg.preset, "target": cfg.target, "teacher": cfg.teacher if cfg.target == "clip" else None,
@@ -186,7 +184,7 @@ def summary(cfg: PretrainConfig, step: int, world: int) -> dict:
 def describe_run(run: Run, s: StudentConfig) -> str:
     """One line saying what is about to run."""
     cfg, d, masker = run.cfg, run.d, run.masker
-    recipe = summary(cfg, run.steps, d.world)["recipe"]
+    recipe = cfg.rendered_recipe
     synthetic = f"rendered from {recipe!r}" if recipe else (cfg.data if cfg.source == "synthetic" else cfg.synthetic_data)
     natural = (cfg.data or "embedded real clips") + (f" + {cfg.overlay!r} objects" if cfg.overlay else "")
     data = {"synthetic": synthetic, "natural": natural, "mixed": f"{synthetic} / {natural}"}[cfg.source]
