@@ -54,7 +54,8 @@ class Protocol:
     finetune_settings: dict = field(default_factory=lambda: {
         "steps": 80, "batch_size": 16, "repeated_aug": 2, "lr": 1.6e-2, "warmup_epochs": 1, "layer_decay": 0.75,
         "mixup": 0.0, "cutmix": 0.0, "aa": None, "reprob": 0.0, "drop_path": 0.0, "label_smoothing": 0.1,
-        "min_crop_scale": 0.5, "test_clips": 2, "test_crops": 1, "workers": 1, "folds": 2, "fold": 0})
+        "min_crop_scale": 0.5, "test_clips": 2, "test_crops": 1, "workers": 1})
+    folds: int = 2                               # real scenes: folds by scene (probes pool them; fine-tuning runs fold 0)
     windows: int = 24                            # window positions per real video (motion tasks)
     direction_clips: tuple[int, int] = (128, 32)  # per direction: training, test
 
@@ -123,13 +124,12 @@ def finetune_row(protocol: Protocol, ev: Evaluation, test: str | None, weights: 
     if done.is_file():
         m = json.loads(done.read_text())
     else:
-        settings = dict(protocol.finetune_settings)
-        if test is not None:                       # its own test split: no folds
-            settings.pop("fold"), settings.pop("folds")
+        # the real scenes: fold 0 of the folds by scene; a task with its own test split needs none
+        folds = {"folds": protocol.folds, "fold": 0} if test is None else {}
         weights_in = {"checkpoint": weights} if weights else {"random_init": True, "preset": protocol.preset}
-        m = finetune(FinetuneConfig(**settings, **weights_in, data=ev.data, test_data=test, task=ev.task,
-                                    stride=ev.stride, flip=ev.flip, windows=protocol.windows, seed=seed,
-                                    progress=False, out=str(out)))
+        settings = {**folds, **protocol.finetune_settings, **weights_in}     # --finetune-set may name folds too
+        m = finetune(FinetuneConfig(**settings, data=ev.data, test_data=test, task=ev.task, stride=ev.stride,
+                                    flip=ev.flip, windows=protocol.windows, seed=seed, progress=False, out=str(out)))
     return {"task": ev.name, "probe": "finetune", "seed": seed, "top1": m["top1"], "chance": m["chance"]}
 
 
@@ -140,11 +140,14 @@ def probe_rows(protocol: Protocol, ev: Evaluation, test: str | None, weights: st
 
     eid, s, _, load = encoder_source(weights, protocol.preset, seed)
     cfg = EvalConfig(data=ev.data, test_data=test, checkpoint=weights, random_init=weights is None,
-                     preset=protocol.preset, task=ev.task, seed=seed, folds=2, stride=ev.stride,
+                     preset=protocol.preset, task=ev.task, seed=seed, folds=protocol.folds, stride=ev.stride,
                      windows=protocol.windows, clips=1, crops=1, cache_dir=str(cache), progress=False)
     train, tested = split_features(cfg.validate(), eid, s, load)
-    return [{**{k: m[k] for k in ("top1", "chance")}, "task": ev.name, "probe": probe, "seed": seed}
-            for probe in protocol.probes for m in [probe_metrics(train, tested, ev.task, probe, seed, 2)]]
+    rows = []
+    for probe in protocol.probes:
+        m = probe_metrics(train, tested, ev.task, probe, seed, protocol.folds)
+        rows.append({"task": ev.name, "probe": probe, "seed": seed, "top1": m["top1"], "chance": m["chance"]})
+    return rows
 
 
 def run_study(out: str | Path, seeds: int = 3, protocol: Protocol = Protocol(), progress: bool = True) -> Path:

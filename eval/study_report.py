@@ -34,38 +34,43 @@ def separates(cells: dict, a: str, b: str, col: str) -> tuple[bool, float, float
     return gap > bar, gap, bar
 
 
-def loss_summary(runs: dict, names: list[str], tail: float = 0.2) -> dict[str, dict]:
+def pretraining_logs(runs: dict, names: list[str]) -> dict[str, list[list[dict]]]:
+    """regime -> the log.jsonl records of each of its seeds' runs (runs without a log left out)."""
+    logs = {}
+    for name in names:
+        found = [read_log(Path(run) / "log.jsonl") for (regime, _), run in sorted(runs.items())
+                 if regime == name and run is not None and (Path(run) / "log.jsonl").is_file()]
+        if any(found):
+            logs[name] = [log for log in found if log]
+    return logs
+
+
+def loss_summary(logs: dict[str, list[list[dict]]], tail: float = 0.2) -> dict[str, dict]:
     """regime -> mean over seeds of the last `tail` share of logged windows: loss, zero and constant levels."""
     out = {}
-    for name in names:
+    for name, per_run in logs.items():
         per_seed = []
-        for (regime, _seed), run in runs.items():
-            if regime != name or run is None or not (Path(run) / "log.jsonl").is_file():
-                continue
-            log = read_log(Path(run) / "log.jsonl")
+        for log in per_run:
             last = log[-max(1, int(len(log) * tail)):]
             per_seed.append([np.mean([r.get(k, np.nan) for r in last]) for k in ("loss", "zero_loss", "constant_loss")])
-        if per_seed:
-            loss, zero, constant = np.mean(per_seed, axis=0)
-            out[name] = {"loss": float(loss), "zero": float(zero), "constant": float(constant), "seeds": len(per_seed)}
+        loss, zero, constant = np.mean(per_seed, axis=0)
+        out[name] = {"loss": float(loss), "zero": float(zero), "constant": float(constant), "seeds": len(per_seed)}
     return out
 
 
-def loss_picture(runs: dict, names: list[str], path: Path) -> None:
+def loss_picture(logs: dict[str, list[list[dict]]], path: Path) -> None:
     """Pretraining loss per regime (mean over seeds) with its trivial levels: best constant (dashed),
     zeros (dotted)."""
     plt = pyplot()
 
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.0), dpi=110, squeeze=False)
-    for ax, name in zip(axes[0], names):
-        logs = [read_log(Path(run) / "log.jsonl") for (r, _), run in sorted(runs.items()) if r == name and run is not None]
-        logs = [lg for lg in logs if lg]
-        n = min(len(lg) for lg in logs)
-        steps = [r["step"] for r in logs[0][:n]]
+    fig, axes = plt.subplots(1, len(logs), figsize=(3.2 * len(logs), 3.0), dpi=110, squeeze=False)
+    for ax, (name, per_run) in zip(axes[0], logs.items()):
+        n = min(len(lg) for lg in per_run)
+        steps = [r["step"] for r in per_run[0][:n]]
         for key, style, label in (("loss", "-", "loss"), ("constant_loss", "--", "best constant"), ("zero_loss", ":", "zeros")):
-            values = np.mean([[r[key] for r in lg[:n]] for lg in logs], axis=0)
+            values = np.mean([[r[key] for r in lg[:n]] for lg in per_run], axis=0)
             ax.plot(steps, values, style, lw=1.3, label=label)
-        low = np.mean([[r["constant_loss"] for r in lg[:n]] for lg in logs])
+        low = np.mean([[r["constant_loss"] for r in lg[:n]] for lg in per_run])
         ax.set_ylim(0, 3 * max(low, 1e-6))
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("step")
@@ -150,16 +155,13 @@ def findings(rows: list[dict], losses: dict, names: list[str], curves: dict, pro
             if separates(cells, "scratch", n, c)[0]:
                 others.append(f"scratch > {n} on {c}")
     out.append("All separations from scratch by the same rule: " + (", ".join(others) if others else "none") + ".")
-    trends = []
     for task, per_regime in curves.items():
-        for name, points in per_regime.items():
-            if len(points) >= 3:
-                slope = (points[-1][1] - points[1][1]) * 100
-                trends.append(f"{name} {slope:+.1f}")
+        # points: (0 = scratch, first kept budget, ..., full budget)
+        trends = [f"{name} {100 * (points[-1][1] - points[1][1]):+.1f}" for name, points in per_regime.items()
+                  if len(points) >= 3]
         if trends:
             out.append(f"Dose-response ({task}/{probe}, top-1 change from the first kept budget to the full one, points): "
                        + ", ".join(trends) + ".")
-        trends = []
     return out
 
 
@@ -169,7 +171,8 @@ def write_study_report(out: Path, rows: list[dict], plan, runs: dict, protocol, 
     names = [r.name for r in plan]
     info = {r.name: {"about": r.about, "settings": r.settings} for r in plan}
     final = final_rows(rows)
-    losses = loss_summary(runs, names)
+    logs = pretraining_logs(runs, names[1:])
+    losses = loss_summary(logs)
     probe = protocol.probes[0]
     curves = dose_response([r for r in rows if r["probe"] == probe], names, probe)
     chance = {r["task"]: r["chance"] for r in rows}
@@ -182,7 +185,7 @@ def write_study_report(out: Path, rows: list[dict], plan, runs: dict, protocol, 
                                              "losses": losses, "dose_response": curves, "findings": shows, **timing})
     write_csv(final, runs_info, out / "report.csv")
     bar_chart(final, out / "report.png", "smile-synth compare: embedded smoke-scale study")
-    loss_picture(runs, names[1:], out / "loss.png")
+    loss_picture(logs, out / "loss.png")
     dose_picture(curves, chance, out / "dose.png", probe)
     notes = [
         f"**Smoke-scale study.** {len(names)} regimes x {seeds} seeds: the `{protocol.preset}` student pretrained with "
