@@ -6,42 +6,34 @@ import numpy as np
 from smile_synth.clip import Clip, check_geometry
 from smile_synth.errors import UserError
 
-from .backgrounds import render_background
+from .backgrounds import paint_background
 from .compositor import composite
-from .objects import choose, hold_pose, make_tracks
-from .recipes import Recipe, get_recipe
+from .objects import hold_pose
+from .plan import ClipPlan, plan_clip, plan_overlay, resolve
+from .recipes import Recipe
 from .resources import resources_for
-from .seeding import clip_rngs
 
-
-def _resolve(recipe: str | Recipe) -> Recipe:
-    return recipe if isinstance(recipe, Recipe) else _named(recipe)
-
-
-_NAMED: dict[str, Recipe] = {}
-
-
-def _named(name: str) -> Recipe:
-    if name not in _NAMED:
-        _NAMED[name] = get_recipe(name)
-    return _NAMED[name]
-
-
-def _meta(r: Recipe, seed: int, index: int, background: str, tracks) -> dict:
-    meta = {
-        "recipe": r.name, "recipe_version": r.version, "seed": int(seed), "index": int(index),
-        "background": background,
-        "objects": [{"category": t.category, "trajectory": t.trajectory, "source": t.source} for t in tracks],
-    }
-    if r.motion.static:  # only then: moving clips keep their meta byte for byte
-        meta["static"] = True  # the trajectories were drawn but not followed
-    return meta
+_resolve = resolve  # the name benchmarks and older callers use
 
 
 def _repeat_frames(video: np.ndarray, masks: np.ndarray, boxes: np.ndarray, T: int):
     """One composed frame -> T copies: video (1, H, W, 3) -> (T, H, W, 3), masks (K, 1, H, W) ->
     (K, T, H, W), boxes (K, 1, 4) -> (K, T, 4). Real copies, writable like a moving clip's arrays."""
     return np.repeat(video, T, axis=0), np.repeat(masks, T, axis=1), np.repeat(boxes, T, axis=1)
+
+
+def paint_clip(plan: ClipPlan) -> Clip:
+    """The numpy/OpenCV rasteriser: the Clip of a rendered (not overlay) plan.
+
+    With motion.static every frame is frame 0 of the moving clip of the same (seed, index): frame 0
+    alone is composed and repeated."""
+    res = resources_for(plan.recipe, plan.seed, plan.size)
+    video = paint_background(plan.background, res, plan.frames, plan.size, still=plan.static)  # (1, ...) if static
+    if not plan.static:
+        video, masks, boxes = composite(video, plan.tracks)
+    else:
+        video, masks, boxes = _repeat_frames(*composite(video, [hold_pose(t, 1) for t in plan.tracks]), plan.frames)
+    return Clip(video, masks, boxes, plan.meta())
 
 
 def render_clip(recipe: str | Recipe, seed: int, index: int, frames: int = 16, size: int = 224) -> Clip:
@@ -51,21 +43,7 @@ def render_clip(recipe: str | Recipe, seed: int, index: int, frames: int = 16, s
     With motion.static every frame is frame 0 of the moving clip of the same (seed, index): the
     same draws are made, then frame 0 alone is composed and repeated.
     """
-    check_geometry(frames, size)
-    r = _resolve(recipe)
-    if "given" in r.background.kinds:
-        raise UserError(f"recipe {r.name!r} overlays objects on given frames; call generators.overlay_clip(frames, ...) instead")
-    static = r.motion.static
-    bg_rng, obj_rng = clip_rngs(r.draw_key, seed, index)
-    res = resources_for(r, seed, size)
-    kind = choose(bg_rng, r.background.kinds)
-    video = render_background(kind, bg_rng, frames, size, r.background, res, still=static)  # (1, ...) if static
-    tracks = make_tracks(obj_rng, r, frames, size, res)  # all T frames: the same draws either way
-    if not static:
-        video, masks, boxes = composite(video, tracks)
-    else:
-        video, masks, boxes = _repeat_frames(*composite(video, [hold_pose(t, 1) for t in tracks]), frames)
-    return Clip(video, masks, boxes, _meta(r, seed, index, kind, tracks))
+    return paint_clip(plan_clip(recipe, seed, index, frames, size))
 
 
 def overlay_clip(frames: np.ndarray, recipe: str | Recipe = "overlay", seed: int = 0, index: int = 0) -> Clip:
@@ -79,12 +57,10 @@ def overlay_clip(frames: np.ndarray, recipe: str | Recipe = "overlay", seed: int
     if H != W:
         raise UserError(f"overlay frames must be square (crop first), got {H}x{W}")
     check_geometry(T, H)
-    r = _resolve(recipe)
-    _, obj_rng = clip_rngs(r.draw_key, seed, index)
-    tracks = make_tracks(obj_rng, r, T, H, resources_for(r, seed, H))
-    posed = [hold_pose(t, T) for t in tracks] if r.motion.static else tracks
+    plan = plan_overlay(recipe, seed, index, T, H)
+    posed = [hold_pose(t, T) for t in plan.tracks] if plan.static else plan.tracks
     video, masks, boxes = composite(frames.copy(), posed)
-    return Clip(video, masks, boxes, _meta(r, seed, index, "given", tracks))
+    return Clip(video, masks, boxes, plan.meta())
 
 
 def prepare(recipe: str | Recipe, seed: int, size: int) -> Recipe:
@@ -92,7 +68,7 @@ def prepare(recipe: str | Recipe, seed: int, size: int) -> Recipe:
 
     Call it before forking workers: bad folders fail at once with one clear error, and forked
     workers share the banks instead of each building its own."""
-    r = _resolve(recipe)
+    r = resolve(recipe)
     res = resources_for(r, seed, size)
     kinds = {k for k, w in r.background.kinds.items() if w > 0}
     if "photo" in kinds or r.objects.fills.get("photo", 0) > 0:
