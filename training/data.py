@@ -37,10 +37,10 @@ from smile_synth.shards import (
     sample_spans,
     shard_paths,
 )
-from smile_synth.video import BadVideo, VideoItem, natural_items
+from smile_synth.video import BadVideo, VideoItem
 
 from .masking import object_token_coverage
-from .natural import load_clip
+from .natural import load_clip, natural_videos
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 8          # tries per sample before the batch reports failure
@@ -262,7 +262,7 @@ def build_source(cfg, s) -> Source:
         overlay = None
         if cfg.overlay:
             overlay = get_recipe(cfg.overlay, cfg.recipe_set)
-        return NaturalSource(natural_items(cfg.data), s.frames, s.size, cfg.sampling_rate, overlay, cfg.seed)
+        return NaturalSource(natural_videos(cfg.data), s.frames, s.size, cfg.sampling_rate, overlay, cfg.seed)
 
     if cfg.source == "synthetic":
         return synthetic(cfg.data, cfg.synthetic_recipe)

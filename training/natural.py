@@ -12,8 +12,10 @@ from pathlib import Path
 import cv2  # one OpenCV thread per process: set by smile_synth.video.decode
 import numpy as np
 
-# VIDEO_EXTENSIONS, clear_caches, natural_items, read_video_list: unused here, moved to smile_synth.video
-# (core) and re-exported for one release
+from smile_synth.assets import require_footage, warn_missing_footage
+
+# VIDEO_EXTENSIONS, clear_caches, read_video_list: unused here, moved to smile_synth.video (core) and
+# re-exported for one release
 from smile_synth.video import (  # noqa: F401
     VIDEO_EXTENSIONS,
     BadVideo,
@@ -25,6 +27,21 @@ from smile_synth.video import (  # noqa: F401
     read_video_list,
     video_length,
 )
+
+# ------------------------------------------------------------------------------------- the videos
+
+def natural_videos(data: str | Path | None) -> list[VideoItem]:
+    """The natural source's videos: `data` (list file or folder), or the embedded sample videos if None.
+
+    For the embedded default, one warning line when some recordings are missing (how many videos are
+    used, what is missing, the fixes) and one UserError line, the same, when none is installed."""
+    if data is not None:
+        return natural_items(data)
+    require_footage()
+    items = natural_items(None)
+    warn_missing_footage(f"natural pretraining uses {len(items)} videos")
+    return items
+
 
 # ------------------------------------------------------------------------------------- sampling
 

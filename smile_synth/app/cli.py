@@ -260,6 +260,7 @@ def inspect(path, verify) -> None:
 
 
 pretrain_option = config_option(PRETRAIN)
+PRESET_CHOICE = RegistryChoice("training.models:PRESETS")   # the student sizes, for every --preset
 
 
 def source_options(f):
@@ -276,7 +277,7 @@ def source_options(f):
         option("--overlay", help="natural: overlay moving objects of this recipe (SMILE stage 1), e.g. overlay."),
         option("--mix-ratio", type=float, help="mixed: share of synthetic clips."),
         option("--sampling-rate", type=int, help="natural: frame stride."),
-        option("--preset", help="Student: tiny, small, base or large."),
+        option("--preset", type=PRESET_CHOICE, help="Student model (training.models.PRESETS)."),
         option("--frames", type=int, help="Frames per clip [the preset's]."),
         option("--size", type=int, help="Frame side in px [the preset's]."),
         option("--mask-ratio", type=float, help="Share of tokens masked."),
@@ -400,7 +401,7 @@ compare_option = config_option(COMPARE)
 @cli.command("eval")
 @click.option("--checkpoint", default=None, help="encoder.pt, checkpoint.pt, a run folder, or a VideoMAE/SMILE checkpoint.")
 @click.option("--random-init", is_flag=True, help="No weights: the scratch baseline of --preset.")
-@click.option("--preset", default=None, help="tiny, small, base or large (needed for --random-init and VideoMAE files).")
+@click.option("--preset", type=PRESET_CHOICE, default=None, help="Student model (needed for --random-init and VideoMAE files).")
 @click.option("--data", required=True, help="Video list ('path label' per line) or folder (one subfolder per class).")
 @eval_option("--task", type=TASK_CHOICE)
 @eval_option("--probe", type=PROBE_CHOICE)
@@ -424,7 +425,7 @@ finetune_option = config_option(FINETUNE)
 @finetune_option("--checkpoint", help="Weights in: encoder.pt, checkpoint.pt, a run folder, a VideoMAE/SMILE or "
                  "transformers VideoMAE checkpoint, or a fine-tuned classifier (for --eval-only).")
 @finetune_option("--random-init", is_flag=True, help="No weights: the scratch baseline of --preset.")
-@finetune_option("--preset", help="tiny, small, base or large (for --random-init and files that do not name their model).")
+@finetune_option("--preset", type=PRESET_CHOICE, help="Student model (for --random-init and files that do not name their model).")
 @finetune_option("--frames", type=int, help="Frames per clip [the checkpoint's or preset's].")
 @finetune_option("--size", type=int, help="Frame side in px [the checkpoint's or preset's].")
 @finetune_option("--data", required=True, help="Video list ('path label' per line) or folder (one subfolder per class).")
@@ -491,7 +492,7 @@ def finetune(quiet, **options) -> None:
 @click.option("--finetune-set", "finetune_settings", multiple=True, metavar="KEY=VALUE",
               help="A fine-tuning setting for --probe finetune, as `finetune`'s options with _ (e.g. steps=300).")
 @compare_option("--seeds", type=int)
-@click.option("--preset", default=None, help="Scratch's preset when no --run gives one.")
+@click.option("--preset", type=PRESET_CHOICE, default=None, help="Scratch's preset when no --run gives one.")
 @compare_option("--steps", type=int, help="Embedded study: pretraining steps per run [its protocol's].")
 @click.option("--out", required=True, help="Folder for report.md, report.csv, report.png.")
 @probe_options
