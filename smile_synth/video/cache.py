@@ -1,4 +1,4 @@
-"""Per-process caches of the video reader: frame counts, timestamp tables and whole decoded videos.
+"""Per-process caches of the video reader: frame counts, seek indexes and whole decoded videos.
 
 Everything lives in one ``VideoCache``; the reader uses the module's instance ``CACHE``, shared by the
 threads of a process (DataLoader workers are processes, each with its own). Keys: a *file key* is
@@ -16,26 +16,27 @@ import numpy as np
 
 CACHE_BYTES = 512 * 2**20  # default per-process budget for fully decoded videos (VideoCache.budget_bytes)
 CACHE_SHARE = 4  # a video is cached whole only if its decoded frames take <= budget_bytes / CACHE_SHARE
-PTS_TABLES = 4096  # how many per-video timestamp tables to keep (a few KiB each)
+PTS_TABLES = 4096  # how many per-video seek indexes to keep (a few KiB each)
 MISSES_KEPT = 4096  # how many recent cache misses `admit` remembers
 
 FileKey = tuple[str, int, int]  # (path, mtime_ns, size)
 
 
 class VideoCache:
-    """Frame counts (file key -> int), sorted frame timestamps (file key -> int64 (N,) or None), and
+    """Frame counts (file key -> int), seek indexes (file key -> `decode.SeekIndex`: sorted frame
+    timestamps, seek points, whether landings are exact; or None when frames cannot be told apart), and
     decoded videos ((*file key, short_side) -> uint8 (N, H, W, 3)) kept in LRU order within
     `budget_bytes`.
 
     `budget_bytes` is read at every call: set it to change the budget; 0 disables caching of decoded
-    videos (counts and timestamp tables are still kept). Frame counts are read and written without the
+    videos (counts and seek indexes are still kept). Frame counts are read and written without the
     lock (a single dict operation is atomic under the GIL); everything else takes it.
     """
 
     def __init__(self, budget_bytes: int = CACHE_BYTES):
         self.budget_bytes = budget_bytes
         self.lengths: dict[FileKey, int] = {}
-        self.pts: OrderedDict[FileKey, np.ndarray | None] = OrderedDict()
+        self.pts: OrderedDict[FileKey, object] = OrderedDict()  # decode.SeekIndex or None
         self.frames: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self.frames_bytes = 0  # sum of the nbytes of `frames`
         self.misses: OrderedDict[tuple, int] = OrderedDict()  # decoded-video key -> clock of its last miss
@@ -51,19 +52,19 @@ class VideoCache:
     def store_length(self, key: FileKey, n: int) -> None:
         self.lengths[key] = n
 
-    # ---------------------------------------------------------------------------- timestamp tables
+    # ------------------------------------------------------------------------------- seek indexes
 
-    def get_pts(self, key: FileKey) -> tuple[bool, np.ndarray | None]:
-        """(known, table): a stored table may itself be None (the video's frames cannot be told apart)."""
+    def get_pts(self, key: FileKey) -> tuple[bool, object]:
+        """(known, seek index): a stored index may itself be None (the video's frames cannot be told apart)."""
         with self._lock:
             if key in self.pts:
                 self.pts.move_to_end(key)
                 return True, self.pts[key]
         return False, None
 
-    def store_pts(self, key: FileKey, table: np.ndarray | None) -> None:
+    def store_pts(self, key: FileKey, index: object) -> None:
         with self._lock:
-            self.pts[key] = table
+            self.pts[key] = index
             while len(self.pts) > PTS_TABLES:
                 self.pts.popitem(last=False)
 
@@ -111,7 +112,7 @@ class VideoCache:
                 self.frames_bytes -= self.frames.popitem(last=False)[1].nbytes
 
     def clear(self) -> None:
-        """Forget every count, timestamp table and decoded video, and restart the clock."""
+        """Forget every count, seek index and decoded video, and restart the clock."""
         with self._lock:
             self.lengths.clear()
             self.pts.clear()
@@ -135,5 +136,5 @@ CACHE = VideoCache()  # the one the reader uses
 
 
 def clear_caches() -> None:
-    """Forget every cached length, timestamp table and decoded video of this process."""
+    """Forget every cached length, seek index and decoded video of this process."""
     CACHE.clear()

@@ -8,6 +8,14 @@ Speed: a video whose decoded frames fit a share of the per-process cache (``cach
 ``CACHE_BYTES`` by default) is decoded once, downscaled, and kept, so later requests cost only
 indexing. Larger videos are decoded partially: seek to the keyframe before the first needed frame,
 stop after the last one.
+
+Exactness: both ways return the same pictures as a decode from the first frame, bit for bit. After a
+seek, frames are matched to the container's timestamps (packets before an edit list's start left out);
+only frames from the keyframe landed on are taken (an open GOP's leading pictures reference the GOP
+before); and a landing counts only if the decoder decodes that packet as a keyframe. Files whose
+flagged keyframes are not (x264 intra refresh, some cameras: P-frames that start a gradual refresh,
+which decode green after a seek) are detected at their first seek and from then on decoded from the
+first frame.
 """
 from __future__ import annotations
 
@@ -15,6 +23,7 @@ import os
 import stat
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import av
 import cv2
@@ -23,6 +32,7 @@ import numpy as np
 from .cache import CACHE
 
 SEEK_MIN_FRAMES = 8  # seek only when the first needed frame is at least this far in (else decode from 0)
+SEEK_TRIES = 4  # seek points tried, from the last before the first needed frame backwards, when landings are late
 
 # One OpenCV thread per process, like `generators` sets: parallelism comes from DataLoader workers, and
 # a parent whose OpenCV pool has started deadlocks forked children that touch it. Skip the call when
@@ -182,51 +192,114 @@ def _decode_all(container, s, path: Path, short_side: int | None, n_guess: int) 
     return buf if n == len(buf) else buf[:n].copy()  # copy: free an overestimate's unused tail
 
 
-def _pts_table(path: Path, key: tuple) -> np.ndarray | None:
-    """Sorted presentation timestamps of all video packets (frame i has the i-th), or None when some
-    packet has no timestamp or two share one (then frames cannot be identified after a seek)."""
-    known, table = CACHE.get_pts(key)
-    if known:
-        return table
-    container, s = _open(path)
-    with container:
-        pts = [p.pts for p in container.demux(s) if p.size]  # demuxing reads packets without decoding
-    table = None
-    if pts and None not in pts:
-        table = np.sort(np.asarray(pts, np.int64))
-        if np.any(np.diff(table) == 0):
-            table = None
-    CACHE.store_pts(key, table)
-    return table
+class SeekIndex(NamedTuple):
+    """What one demuxing pass tells about a video, for seeking (N frames that decode, K seek points).
 
+    pts: int64 (N,) sorted presentation timestamps, frame i has pts[i]. keys: int64 (K,) sorted numbers of
+    the frames whose packets the container flags as keyframes (where a seek can land). discarded: packets
+    before an edit list's start (decoded, never shown). landings_exact: False once a seek in this file
+    landed on a packet that the decoder did not decode as a keyframe (frames after it may be wrong for a
+    while), and from then on the file is decoded from its first frame."""
 
-def _decode_after_seek(container, s, path: Path, table: np.ndarray, needed: np.ndarray,
-                       short_side: int | None) -> list | None:
-    """Frames `needed` (sorted, unique) decoded from the keyframe before needed[0]; None if frames cannot
-    be matched to the timestamp table (the caller then decodes from the start)."""
-    back = 0  # how many frames before needed[0] to aim
-    for attempt in range(4):  # formats without an index (MPEG-PS) may land after the target: aim earlier
-        target = max(0, int(needed[0]) - back)
-        if attempt and target == 0:
+    pts: np.ndarray
+    keys: np.ndarray
+    discarded: int
+    landings_exact: bool = True
+
+    def number(self, pts: int | None) -> int | None:
+        """Frame number of timestamp `pts`, None when no frame has it."""
+        if pts is None:
             return None
-        container.seek(int(table[target]), stream=s, backward=True, any_frame=False)
-        got, first = [], None
-        for frame in decoded_frames(container, s):
-            if frame.pts is None:
-                return None
-            i = int(np.searchsorted(table, frame.pts))
-            if i >= len(table) or table[i] != frame.pts:
+        i = int(np.searchsorted(self.pts, pts))
+        return i if i < len(self.pts) and self.pts[i] == pts else None
+
+
+def _seek_index(path: Path, key: tuple) -> SeekIndex | None:
+    """The video's SeekIndex (cached), or None when some packet has no timestamp or two share one (then
+    frames cannot be identified after a seek)."""
+    known, index = CACHE.get_pts(key)
+    if known:
+        return index
+    container, s = _open(path)
+    pts, is_key, discarded = [], [], 0
+    with container:
+        for p in container.demux(s):  # demuxing reads packets without decoding
+            if not p.size:
+                continue
+            if p.is_discard:  # before the edit list's start: the decoder drops its frame
+                discarded += 1
+                continue
+            pts.append(p.pts)
+            is_key.append(p.is_keyframe)
+    index = None
+    if pts and None not in pts:
+        order = np.argsort(np.asarray(pts, np.int64), kind="stable")
+        table = np.asarray(pts, np.int64)[order]
+        if not np.any(np.diff(table) == 0):
+            index = SeekIndex(table, np.flatnonzero(np.asarray(is_key, bool)[order]), discarded)
+    CACHE.store_pts(key, index)
+    return index
+
+
+def _frames_after_seek(container, s, index: SeekIndex, k: int):
+    """Seek to the seek point frame `k`; yield (landing, i, frame) for each decoded frame, with `landing`
+    the number of the keyframe packet decoding started at and `i` the frame's number (None if unknown).
+
+    Decoding starts at the first keyframe packet after the demuxer's landing point: demuxers without an
+    index (MPEG-PS) land anywhere, and an MP4 seek finds the keyframe by decoding time, so it may land on
+    the keyframe after `k` (the caller checks `landing`). Decode errors propagate."""
+    container.seek(int(index.pts[k]), stream=s, backward=True, any_frame=False)
+    landing = None
+    for packet in container.demux(s):
+        if landing is None:
+            if not packet.size or not packet.is_keyframe:
+                continue
+            landing = index.number(packet.pts)
+            if landing is None:
+                return
+        for frame in packet.decode():
+            yield landing, index.number(frame.pts), frame
+
+
+NOT_A_KEYFRAME = "not a keyframe"  # _decode_after_seek: the landing was no true keyframe
+
+
+def _decode_after_seek(container, s, path: Path, index: SeekIndex, needed: np.ndarray,
+                       short_side: int | None) -> list | str | None:
+    """Frames `needed` (sorted, unique) decoded after seeking to the last seek point before needed[0].
+
+    A landing is exact when the first frame out is the keyframe landed on and the decoder flags it as
+    one (an IDR picture or an I-frame recovery point); then only frames from it on are taken (an open
+    GOP's leading pictures, which reference the previous GOP, are skipped). Else NOT_A_KEYFRAME: e.g.
+    x264's intra refresh flags P-frames that start a gradual refresh, and the frames decoded after
+    such a landing are wrong for a varying while. None: no seek point is far enough in, or frames
+    cannot be matched to the index (the caller decodes from the start)."""
+    last = int(np.searchsorted(index.keys, needed[0], side="right")) - 1
+    for pos in range(last, max(last - SEEK_TRIES, -1), -1):
+        k = int(index.keys[pos])
+        if k < SEEK_MIN_FRAMES:
+            return None  # as cheap to decode from the first frame
+        got, first = [], True
+        for landing, i, frame in _frames_after_seek(container, s, index, k):
+            if landing > k:
+                break  # landed after the seek point (MPEG-PS seeks are inexact): try the one before
+            if i is None:
                 return None  # a timestamp the demuxer did not report
-            first = i if first is None else first
+            if first and not (frame.key_frame and i == landing):
+                return NOT_A_KEYFRAME
+            first = False
+            if i < landing:
+                continue  # a leading picture of an open GOP
             if i > needed[len(got)]:
-                break  # a needed frame was skipped: the seek overshot (or frames went missing)
+                return None  # a needed frame was skipped: frames went missing
             if i == needed[len(got)]:
                 got.append(_rgb(frame, got[0].shape[:2] if got else None, short_side, path))
                 if len(got) == len(needed):
                     return got
-        if first is None or first <= needed[0]:
-            return None  # frames went missing after the landing point: not a seek problem
-        back = max(2 * back, 2 * (first - int(needed[0])), SEEK_MIN_FRAMES)
+        else:
+            if not first:
+                return None  # the end came before the last needed frame
+            # nothing decoded: no keyframe packet after the demuxer's landing point, try the seek point before
     return None
 
 
@@ -288,17 +361,36 @@ def _decode_partial(container, s, path: Path, key: tuple, idx: np.ndarray, short
     needed, where = np.unique(idx, return_inverse=True)
     got = None
     if needed[0] >= SEEK_MIN_FRAMES:
-        table = _pts_table(path, key)
-        # frame i <-> i-th timestamp holds only if every packet is one frame; check against the count
-        if table is not None and len(table) == CACHE.length(key, len(table)) and needed[-1] < len(table):
-            got = _decode_after_seek(container, s, path, table, needed, short_side)
-            if got is None:  # the seek moved this container: start over on a fresh one
-                container, s = _open(path)
-                with container:
-                    got = _decode_from_start(container, s, path, key, needed, short_side)
+        got, moved = _seek_partial(container, s, path, key, needed, short_side)
+        if got is None and moved:  # the seek moved this container: start over on a fresh one
+            container, s = _open(path)
+            with container:
+                got = _decode_from_start(container, s, path, key, needed, short_side)
     if got is None:
         got = _decode_from_start(container, s, path, key, needed, short_side)
     hw = got[0].shape[:2]
     if any(g.shape[:2] != hw for g in got):  # resolution changes mid-stream: match the first frame
         got = [g if g.shape[:2] == hw else cv2.resize(g, (hw[1], hw[0]), interpolation=cv2.INTER_AREA) for g in got]
     return np.stack(got)[where.reshape(-1)]
+
+
+def _seek_partial(container, s, path: Path, key: tuple, needed: np.ndarray,
+                  short_side: int | None) -> tuple[list | None, bool]:
+    """(frames `needed` (sorted, unique) by seeking in `container`, or None when seeking cannot be trusted
+    for this file or does not help; whether `container` was moved). A landing on a false keyframe is
+    remembered per file (SeekIndex.landings_exact), so the file is not seeked in again."""
+    index = _seek_index(path, key)
+    if index is None or needed[-1] >= len(index.pts) or not index.landings_exact:
+        return None, False
+    # frame i <-> i-th timestamp holds only if every packet is one frame; check against the count (the
+    # container's count includes the packets before an edit list's start)
+    if CACHE.length(key, len(index.pts)) not in (len(index.pts), len(index.pts) + index.discarded):
+        return None, False
+    try:
+        got = _decode_after_seek(container, s, path, index, needed, short_side)
+    except _DECODE_ERRORS:
+        return None, True  # decoding from the first frame says whether the file itself is bad
+    if got is NOT_A_KEYFRAME:
+        CACHE.store_pts(key, index._replace(landings_exact=False))
+        return None, True
+    return got, True
