@@ -13,7 +13,8 @@ from smile_synth.clip import Clip  # noqa: E402
 from .recipes import Recipe, describe_recipes, get_recipe, recipe_names  # noqa: E402
 from .render import overlay_clip, prepare, render_clip  # noqa: E402
 
-__all__ = ["Clip", "Recipe", "render_clip", "overlay_clip", "get_recipe", "prepare", "recipe_names", "describe_recipes", "ClipStream"]
+__all__ = ["Clip", "Recipe", "render_clip", "overlay_clip", "get_recipe", "prepare", "recipe_names", "describe_recipes",
+           "ClipStream", "render_batch", "overlay_batch"]
 
 
 def __getattr__(name: str):
@@ -21,4 +22,8 @@ def __getattr__(name: str):
         from .stream import ClipStream
 
         return ClipStream
+    if name in ("render_batch", "overlay_batch"):  # the torch backend: imports torch too
+        from . import torch_render
+
+        return getattr(torch_render, name)
     raise AttributeError(name)

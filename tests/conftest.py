@@ -31,6 +31,10 @@ ALL_RECIPES = RENDER_RECIPES + ["overlay"]
 STORAGE_META = {"num_objects", "frames", "size"}
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped without one); run them with `pytest -m gpu`")
+
+
 def recipe(name: str, *overrides: str):
     """A named recipe with cheap texture banks plus any extra KEY=VALUE overrides."""
     return get_recipe(name, [*CHEAP, *overrides])

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from generators.recipes import DEFAULT_RECIPE, get_recipe
 from smile_synth.errors import UserError
 
@@ -16,6 +18,21 @@ SOURCES = ("synthetic", "natural", "mixed")
 # SMILE's (and VideoMAE's) K400 pretraining budget: 400 epochs, warmup 5% of the steps
 DEFAULT_EPOCHS = 400
 DEFAULT_BASE_LR = {"micro": 1.5e-3, "tiny": 1.5e-3, "small": 1.5e-4, "base": 1.5e-4, "large": 1.5e-4}
+
+
+def check_render_device(name: str) -> torch.device:
+    """The torch device `name` (--render-device), or one line saying why it cannot be used here."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UserError(f"--render-device {name!r} is not a torch device; use cuda, cuda:N or cpu") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--render-device {name}: no CUDA device is available here; use --render-device cpu or leave it out")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"--render-device {name}: there are only {torch.cuda.device_count()} CUDA devices")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--render-device {name}: MPS is not available here; use --render-device cpu or leave it out")
+    return device
 
 
 @dataclass(frozen=True)
@@ -59,6 +76,7 @@ class PretrainConfig:
     grad_checkpointing: bool = False     # recompute blocks in backward (ViT-S b8 CPU: +26% time, RSS 3.15 -> 2.05 GiB)
     # run
     workers: int = 2
+    render_device: str | None = None     # render synthetic clips and overlays on this torch device (cuda, cpu, ...); None = numpy in the workers
     out: str = "runs/pretrain"
     save_every: int = 1000
     keep_every: int | None = None        # also keep checkpoint-STEP.pt every this many steps (e.g. for stage 2)
@@ -112,6 +130,11 @@ class PretrainConfig:
             raise UserError(f"--warmup {self.warmup} must be >= 0")
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise UserError(f"--clip-grad {self.clip_grad} must be > 0")
+        if self.render_device is not None:
+            if not self.rendered_recipes:
+                raise UserError("--render-device renders clips from a recipe (--recipe, or --overlay on natural clips); "
+                                "this run reads all its clips from files: leave --render-device out")
+            check_render_device(self.render_device)
         if self.preset not in DEFAULT_BASE_LR:
             raise UserError(f"unknown --preset {self.preset!r}; choose one of {', '.join(DEFAULT_BASE_LR)}")
         return self

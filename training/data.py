@@ -5,8 +5,11 @@ j < B. A source maps g to a clip as a pure function of (seed, g), so a run that 
 sees exactly the batches a straight run would, whatever the number of DataLoader workers.
 
 A source returns Sample(video uint8 (T, H, W, 3), objects bool (T, H, W) or None: the union of the
-overlaid objects' pixel masks). A bad sample (unreadable video, corrupt shard member) is skipped:
-the source is asked again with attempt + 1, which picks another item, and the batch counts it.
+overlaid objects' pixel masks). Sources made with on_device=True (`pretrain --render-device`) return
+the clip's plan instead of painting it (video None), or a natural clip with the plan of its overlay;
+the training process paints those on the device (device_batches.py). A bad sample (unreadable video,
+corrupt shard member) is skipped: the source is asked again with attempt + 1, which picks another
+item, and the batch counts it.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from generators import overlay_clip
 from generators.recipes import get_recipe
+from generators.plan import ClipPlan, plan_clip, plan_overlay
 from generators.render import prepare
 from generators.stream import ClipStream
 from smile_synth.errors import UserError
@@ -39,6 +43,7 @@ from smile_synth.shards import (
 )
 from smile_synth.video import BadVideo, VideoItem
 
+from .device_batches import render_job
 from .masking import object_token_coverage
 from .natural import load_clip, natural_videos
 
@@ -53,8 +58,9 @@ class BadSample(Exception):
 
 @dataclass
 class Sample:
-    video: np.ndarray                  # uint8 (T, H, W, 3)
+    video: np.ndarray | None           # uint8 (T, H, W, 3); None when `plan` is painted on the device
     objects: np.ndarray | None         # bool (T, H, W), None when the clip has no overlaid objects
+    plan: ClipPlan | None = None       # a clip (video None) or overlay (onto video) to paint on the device
 
     @staticmethod
     def of(clip) -> Sample:
@@ -155,24 +161,30 @@ class ShardSource:
 
 class RenderSource:
     """Clips rendered on the fly from a recipe: sample g is clip g of a ClipStream (its banks built
-    here, before workers fork), a retry clip g + attempt * 1_000_003. Endless."""
+    here, before workers fork), a retry clip g + attempt * 1_000_003. Endless. on_device: the clip's
+    plan, painted later on the training device."""
     num_items = None
 
-    def __init__(self, recipe, frames: int, size: int, seed: int = 0):
+    def __init__(self, recipe, frames: int, size: int, seed: int = 0, on_device: bool = False):
         self.clips = ClipStream(recipe, seed, frames, size)
+        self.on_device = on_device
 
     def get(self, g: int, attempt: int) -> Sample:
-        return Sample.of(self.clips.clip(g + attempt * 1_000_003))
+        i = g + attempt * 1_000_003
+        if self.on_device:
+            c = self.clips
+            return Sample(None, None, plan_clip(c.recipe, c.seed, i, c.frames, c.size))
+        return Sample.of(self.clips.clip(i))
 
 
 class NaturalSource:
     """Natural video clips (VideoMAE sampling and multi-scale crop), optionally with objects overlaid."""
 
     def __init__(self, items: list[VideoItem], frames: int, size: int, rate: int = 4, overlay=None,
-                 seed: int = 0, short_side: int | None = 320):
+                 seed: int = 0, short_side: int | None = 320, on_device: bool = False):
         self.items, self.frames, self.clip_size, self.rate = items, frames, size, rate
         self.overlay = None if overlay is None else prepare(overlay, seed, size)
-        self.seed, self.short_side = seed, short_side
+        self.seed, self.short_side, self.on_device = seed, short_side, on_device
         self.num_items = len(items)
 
     def get(self, g: int, attempt: int) -> Sample:
@@ -184,6 +196,8 @@ class NaturalSource:
             raise BadSample(str(e)) from None
         if self.overlay is None:
             return Sample(video, None)
+        if self.on_device:   # the objects are painted onto the frames on the training device
+            return Sample(video, None, plan_overlay(self.overlay, self.seed, g, self.frames, self.clip_size))
         return Sample.of(overlay_clip(video, self.overlay, self.seed, g))
 
 
@@ -207,7 +221,8 @@ class BatchStream(IterableDataset):
 
     A batch is {"video": uint8 (B, T, H, W, 3), "coverage": float32 (B, N) or None (no objects in
     any clip), "bad": samples skipped, "step": int, "error": str or None (a sample failed
-    MAX_ATTEMPTS times: the trainer stops with this message)}."""
+    MAX_ATTEMPTS times: the trainer stops with this message)}. With samples to paint on the device
+    (plans), "video" and "coverage" are None and "render" holds a device_batches.RenderJob."""
 
     def __init__(self, source: Source, batch_size: int, tubelet: int, patch: int, rank: int = 0,
                  world_size: int = 1, start_step: int = 0):
@@ -234,6 +249,9 @@ class BatchStream(IterableDataset):
                 return {"video": None, "coverage": None, "bad": bad, "step": step,
                         "error": f"{MAX_ATTEMPTS} samples in a row were bad (last: {last}); check the data with "
                                  "`smile-synth inspect` or fix the video list"}
+        job = render_job(samples)
+        if job is not None:
+            return {"video": None, "coverage": None, "render": job, "bad": bad, "step": step, "error": None}
         video = torch.from_numpy(np.stack([s.video for s in samples]))
         coverage = None
         if any(s.objects is not None for s in samples):
@@ -252,17 +270,20 @@ class BatchStream(IterableDataset):
 # ---- assembly --------------------------------------------------------------------------------
 
 def build_source(cfg, s) -> Source:
-    """The clip source a run with PretrainConfig `cfg` trains on, at StudentConfig `s`'s frames and size."""
+    """The clip source a run with PretrainConfig `cfg` trains on, at StudentConfig `s`'s frames and size
+    (with cfg.render_device: plans of its rendered clips and overlays, painted on that device)."""
+    on_device = cfg.render_device is not None
     def synthetic(path, recipe):
         if path is not None:
             return ShardSource(path, s.frames, s.size, cfg.seed)
-        return RenderSource(get_recipe(recipe, cfg.recipe_set), s.frames, s.size, cfg.seed)
+        return RenderSource(get_recipe(recipe, cfg.recipe_set), s.frames, s.size, cfg.seed, on_device)
 
     def natural():
         overlay = None
         if cfg.overlay:
             overlay = get_recipe(cfg.overlay, cfg.recipe_set)
-        return NaturalSource(natural_videos(cfg.data), s.frames, s.size, cfg.sampling_rate, overlay, cfg.seed)
+        return NaturalSource(natural_videos(cfg.data), s.frames, s.size, cfg.sampling_rate, overlay, cfg.seed,
+                             on_device=on_device)
 
     if cfg.source == "synthetic":
         return synthetic(cfg.data, cfg.synthetic_recipe)

@@ -107,7 +107,8 @@ def train_one_step(run: Run, batch: dict, step: int) -> tuple[float, tuple[float
     ranks. A non-finite loss stops the run before the optimizer steps."""
     cfg, d = run.cfg, run.d
     torch.manual_seed(step_seed(cfg.seed, step, d.rank))             # drop-path noise, resumable
-    gen = torch.Generator().manual_seed(step_seed(cfg.seed, step, d.rank))
+    coverage = batch.get("coverage")       # on the render device with --render-device: masks are drawn there
+    gen = torch.Generator(coverage.device if coverage is not None else "cpu").manual_seed(step_seed(cfg.seed, step, d.rank))
     loss, trivial = train_step(run.model, run.target, run.masker, batch, cfg, d.device, run.amp, gen)
     value = all_ranks_mean(loss, d)
     if not math.isfinite(value):

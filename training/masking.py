@@ -21,13 +21,22 @@ def masked_count(grid: tuple[int, int, int], ratio: float) -> int:
     return int(ratio * h * w) * t
 
 
+def uniform(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device | None = None) -> torch.Tensor:
+    """float32 uniform [0, 1) drawn by `generator` on its own device, then put on `device` (default:
+    the generator's): masks depend on the generator only, wherever they are computed."""
+    where = generator.device if generator is not None else torch.device("cpu")
+    x = torch.rand(shape, generator=generator, device=where)
+    return x if device is None else x.to(device)
+
+
 def tube_mask(batch: int, grid: tuple[int, int, int], ratio: float,
-              generator: torch.Generator | None = None) -> torch.Tensor:
-    """One random spatial mask per clip, shared by all its frame slots. -> bool (B, N)."""
+              generator: torch.Generator | None = None, device: torch.device | None = None) -> torch.Tensor:
+    """One random spatial mask per clip, shared by all its frame slots. -> bool (B, N) on `device`
+    (default: the generator's)."""
     t, h, w = grid
     k = int(ratio * h * w)
-    order = torch.rand(batch, h * w, generator=generator).argsort(dim=1)
-    spatial = torch.zeros(batch, h * w, dtype=torch.bool)
+    order = uniform((batch, h * w), generator, device).argsort(dim=1)
+    spatial = torch.zeros(batch, h * w, dtype=torch.bool, device=order.device)
     spatial.scatter_(1, order[:, :k], True)
     return spatial.repeat(1, t)                                            # (B, t*h*w), t-major
 
@@ -45,23 +54,24 @@ def trajectory_mask(object_tokens: torch.Tensor, grid: tuple[int, int, int], rat
                     unmask_ratio: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """SMILE's tube + trajectory masking, rebalanced to exactly masked_count(grid, ratio) per clip.
 
-    object_tokens: bool (B, N). Of each clip's object tokens a random round(unmask_ratio x n) stay
+    object_tokens: bool (B, N), on any device (the result is computed there). Of each clip's object tokens a random round(unmask_ratio x n) stay
     visible and the rest are masked; the other tokens follow a tube mask. When that masks too many or
     too few, tokens are unmasked or masked at random, touching object tokens only when unavoidable.
     -> bool (B, N)."""
     B, N = object_tokens.shape
     k = masked_count(grid, ratio)
-    tube = tube_mask(B, grid, ratio, generator)
     obj = object_tokens.bool()
+    device = obj.device
+    tube = tube_mask(B, grid, ratio, generator, device)
     # pick the visible share of object tokens: rank object tokens in random order
-    key = torch.where(obj, torch.rand(B, N, generator=generator), torch.full((B, N), 2.0))
+    key = torch.where(obj, uniform((B, N), generator, device), torch.full((B, N), 2.0, device=device))
     rank = key.argsort(dim=1).argsort(dim=1)                               # (B, N) rank of each token
     n_visible = torch.floor(obj.sum(1, keepdim=True) * unmask_ratio + 0.5)
     keep_visible = obj & (rank < n_visible)
     # priority: masked object tokens > tube tokens > other tokens > visible-share object tokens
     tier = torch.where(obj, torch.where(keep_visible, 0.0, 3.0), torch.where(tube, 2.0, 1.0))
-    priority = tier + torch.rand(B, N, generator=generator)
-    mask = torch.zeros(B, N, dtype=torch.bool)
+    priority = tier + uniform((B, N), generator, device)
+    mask = torch.zeros(B, N, dtype=torch.bool, device=device)
     mask.scatter_(1, priority.topk(k, dim=1).indices, True)
     return mask
 

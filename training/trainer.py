@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import math
 import sys
+from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from smile_synth.plots import loss_curve
 from .checkpoint import CHECKPOINT, load_weights, restore_training_state, resume_path, save_atomic, save_encoder
 from .config import PretrainConfig
 from .data import BatchStream, Source, build_source
+from .device_batches import DeviceBatches, render_device_for
 from .distributed import Dist, autocast_dtype, distributed_run
 from .engine import LOG_FILE, Run, run_loop
 from .masking import MaskSpec, TrajectoryMasker
@@ -132,11 +134,15 @@ def build_masker(cfg: PretrainConfig, s: StudentConfig) -> TrajectoryMasker:
     return TrajectoryMasker(MaskSpec(cfg.mask_kind, cfg.mask_ratio, cfg.traj_unmask_ratio, cfg.object_threshold), s.grid)
 
 
-def make_loader(source: Source, cfg: PretrainConfig, s: StudentConfig, d: Dist, start: int) -> DataLoader:
-    """This rank's batches from step `start` on, made by cfg.workers DataLoader workers."""
+def make_loader(source: Source, cfg: PretrainConfig, s: StudentConfig, d: Dist, start: int) -> Iterable[dict]:
+    """This rank's batches from step `start` on, made by cfg.workers DataLoader workers (with
+    --render-device: their plans, painted on that device as each batch is taken)."""
     stream = BatchStream(source, cfg.batch_size, s.tubelet, s.patch, d.rank, d.world, start)
-    return DataLoader(stream, batch_size=None, num_workers=cfg.workers, pin_memory=d.device.type == "cuda",
-                      prefetch_factor=2 if cfg.workers else None, persistent_workers=False)
+    loader = DataLoader(stream, batch_size=None, num_workers=cfg.workers, pin_memory=d.device.type == "cuda",
+                        prefetch_factor=2 if cfg.workers else None, persistent_workers=False)
+    if cfg.render_device is None:
+        return loader
+    return DeviceBatches(loader, render_device_for(cfg.render_device, d.device), s.tubelet, s.patch)
 
 
 # ---- resume and checkpoints ---------------------------------------------------------------------
@@ -194,7 +200,8 @@ def describe_run(run: Run, s: StudentConfig) -> str:
     return (f"pretrain: {cfg.preset} student ({params:.1f}M params, {s.frames}x{s.size}px) on {cfg.source} clips "
             f"({data}), {what}, {masker.spec.kind} masks ({masker.num_masked}/{s.num_tokens} tokens), "
             f"steps {run.start}->{run.steps} x {cfg.batch_size * d.world} clips, peak lr {run.peak_lr:.2e}, "
-            f"{d.device.type} {amp}, x{d.world} processes, {cfg.workers} workers each")
+            f"{d.device.type} {amp}, x{d.world} processes, {cfg.workers} workers each"
+            + (f", clips painted on {cfg.render_device}" if cfg.render_device else ""))
 
 
 def skipped_shards(source: Source) -> list[str]:

@@ -337,6 +337,7 @@ def pretrain_config(config_file, settings, options: dict, **fixed):
 @pretrain_option("--precision", type=RegistryChoice("training.distributed:PRECISIONS"), help="auto: bf16 on GPU, fp32 on CPU.")
 @pretrain_option("--compile", "compile", is_flag=True, help="torch.compile the student (for GPUs).")
 @pretrain_option("--workers", type=int, help="DataLoader workers per process.")
+@pretrain_option("--render-device", help="Paint rendered clips and overlays on this torch device (cuda, cpu, ...) instead of in the workers.")
 @pretrain_option("--out", help="Run folder: checkpoints, log.jsonl, encoder.pt.")
 @pretrain_option("--save-every", type=int, help="Checkpoint every N steps.")
 @pretrain_option("--log-every", type=int, help="Write log.jsonl every N steps.")
