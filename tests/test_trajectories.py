@@ -1,5 +1,5 @@
-"""Object paths and pose curves: finite, inside the frame where promised, and within the recipe's
-speed limits."""
+"""Object paths and pose curves: finite, inside the frame where promised, within the recipe's speed
+limits, and moving as fast and as wide as the recipe says (lower bounds: speed, radius, rotation)."""
 from __future__ import annotations
 
 import math
@@ -177,3 +177,80 @@ def test_rendered_objects_respect_the_recipe_speed_limits(name):
             assert (tr.scale <= 1 + EPS).all()  # sprites are only ever shrunk
             seen += 1
     assert seen >= 12
+
+
+# ---- lower bounds: a path given speed s moves about s px per frame, a circle of radius r keeps r -------------
+
+def step_lengths(path: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(np.diff(path, axis=0), axis=1)
+
+
+@pytest.mark.parametrize("kind", ["constant_velocity", "bouncing", "sinusoidal", "accelerating"])
+@pytest.mark.parametrize("speed", [0.5, 3.0, 12.0])
+def test_a_path_given_one_speed_moves_that_many_px_per_frame(kind, speed):
+    """No amplitude or acceleration: each of these paths is a drift at `speed` px/frame (bouncing: except the
+    frames where it meets a wall, which only shorten a step)."""
+    m = MotionSpec(speed=(speed, speed), amplitude=(0.0, 0.0), accel=(0.0, 0.0))
+    for rng in rngs(10):
+        steps = step_lengths(object_path(kind, rng, 32, m, 64.0))
+        assert steps.max() <= speed * (1 + 1e-9)
+        straight = np.abs(steps - speed) <= 1e-9 * speed
+        assert straight.all() if kind != "bouncing" else straight.mean() >= 0.6, (kind, steps)
+
+
+@pytest.mark.parametrize("kind", ["constant_velocity", "bouncing"])
+def test_speeds_cover_the_recipe_range(kind):
+    m = MotionSpec(speed=(2.0, 8.0))
+    speeds = [np.median(step_lengths(object_path(kind, rng, 8, m, 64.0))) for rng in rngs(100)]
+    assert min(speeds) >= 2 - EPS and max(speeds) <= 8 + EPS
+    assert min(speeds) < 2.6 and max(speeds) > 7.4
+
+
+def test_accelerating_changes_speed_by_the_given_acceleration():
+    m = MotionSpec(speed=(4.0, 4.0), accel=(0.3, 0.3))
+    for rng in rngs(10):
+        path = object_path("accelerating", rng, 12, m, 224.0)
+        np.testing.assert_allclose(np.linalg.norm(np.diff(path, 2, axis=0), axis=1), 0.3, rtol=1e-9)
+        assert step_lengths(path)[0] == pytest.approx(4.0, abs=0.3 / 2 + 1e-9)
+
+
+@pytest.mark.parametrize("radius", [5.0, 20.0, 60.0])
+def test_a_circular_path_keeps_its_radius_and_angular_speed(radius):
+    m = MotionSpec(radius=(radius, radius), angular_speed=(10.0, 10.0))
+    for rng in rngs(10):
+        path = object_path("circular", rng, 36, m, 224.0)      # 36 x 10 deg: one whole turn
+        centre = path.mean(axis=0)                             # equally spaced around the circle
+        np.testing.assert_allclose(np.linalg.norm(path - centre, axis=1), radius, rtol=1e-9)
+        np.testing.assert_allclose(step_lengths(path), 2 * radius * math.sin(math.radians(10.0) / 2), rtol=1e-9)
+
+
+def test_circular_radii_cover_the_recipe_range():
+    m = MotionSpec(radius=(10.0, 40.0), angular_speed=(10.0, 10.0))
+    radii = []
+    for rng in rngs(60):
+        path = object_path("circular", rng, 36, m, 224.0)
+        r = np.linalg.norm(path - path.mean(axis=0), axis=1)   # an ellipse: its radii lie between its semi-axes
+        radii += [r.min(), r.max()]
+    assert min(radii) >= 10 - 1e-6 and max(radii) <= 40 + 1e-6
+    assert min(radii) < 13 and max(radii) > 37
+
+
+@pytest.mark.parametrize("max_speed", [0.5, 6.0, 45.0])
+def test_rotation_reaches_its_speed_limit_both_ways(max_speed):
+    turns = np.concatenate([np.diff(rotation_curve(rng, 64, max_speed)) for rng in rngs(30)])
+    assert turns.max() >= 0.9 * max_speed and turns.min() <= -0.9 * max_speed
+    assert np.abs(turns).mean() >= 0.25 * max_speed
+
+
+def test_rendered_objects_move_and_turn_at_the_recipe_speeds():
+    """Through make_tracks: speeds are px/frame at 224 px, scaled with the clip size."""
+    size = 112
+    r = recipe("black+objects", "motion.trajectories={constant_velocity: 1}", "motion.speed=[6, 6]",
+               "motion.rotation_speed=12")
+    turns = []
+    for index in range(4):
+        for tr in tracks_of(r, 0, index, 16, size):
+            np.testing.assert_allclose(step_lengths(tr.centres), 6 * size / 224, rtol=1e-9)
+            turns.append(np.abs(np.diff(tr.angle)))
+    turns = np.concatenate(turns)
+    assert turns.max() <= 12 + EPS and turns.max() >= 0.8 * 12
