@@ -261,6 +261,11 @@ def _frames_after_seek(container, s, index: SeekIndex, k: int):
             yield landing, index.number(frame.pts), frame
 
 
+def _seek_point(index: SeekIndex, t: int) -> int:
+    """Position in index.keys of the last seek point at or before frame `t`, -1 if none."""
+    return int(np.searchsorted(index.keys, t, side="right")) - 1
+
+
 NOT_A_KEYFRAME = "not a keyframe"  # _decode_after_seek: the landing was no true keyframe
 
 
@@ -274,7 +279,7 @@ def _decode_after_seek(container, s, path: Path, index: SeekIndex, needed: np.nd
     x264's intra refresh flags P-frames that start a gradual refresh, and the frames decoded after
     such a landing are wrong for a varying while. None: no seek point is far enough in, or frames
     cannot be matched to the index (the caller decodes from the start)."""
-    last = int(np.searchsorted(index.keys, needed[0], side="right")) - 1
+    last = _seek_point(index, int(needed[0]))
     for pos in range(last, max(last - SEEK_TRIES, -1), -1):
         k = int(index.keys[pos])
         if k < SEEK_MIN_FRAMES:
@@ -382,6 +387,9 @@ def _seek_partial(container, s, path: Path, key: tuple, needed: np.ndarray,
     index = _seek_index(path, key)
     if index is None or needed[-1] >= len(index.pts) or not index.landings_exact:
         return None, False
+    pos = _seek_point(index, int(needed[0]))
+    if pos < 0 or index.keys[pos] < SEEK_MIN_FRAMES:
+        return None, False  # no seek point far enough in: decoding from the first frame is as cheap
     # frame i <-> i-th timestamp holds only if every packet is one frame; check against the count (the
     # container's count includes the packets before an edit list's start)
     if CACHE.length(key, len(index.pts)) not in (len(index.pts), len(index.pts) + index.discarded):
