@@ -126,3 +126,18 @@ def test_the_generated_files_have_what_they_claim(tmp_path):
         assert len(keys) >= 4
     with av.open(str(encode(tmp_path / "ps.mpg", **CASES["MPEG-PS mpeg2video"][1]))) as c:
         assert c.format.name == "mpeg"
+
+
+def test_plain_pyav_seeks_in_the_intra_refresh_file_land_wrong(tmp_path):
+    # the fault the reader must catch, shown without it: after a seek to one of this file's flagged
+    # keyframes, PyAV's first frame out is not the frame with that timestamp (the audit's green frames)
+    path = encode(tmp_path / "refresh.mp4", **CASES["intra refresh"][1])
+    reference = sequential(path)
+    table = sorted(pts for pts, _, _ in packets(path))
+    wrong = 0
+    for pts in [pts for pts, key, _ in packets(path) if key and pts > 0]:
+        with av.open(str(path)) as c:
+            c.seek(pts, stream=c.streams.video[0], backward=True, any_frame=False)
+            frame = next(iter(c.decode(video=0)))
+            wrong += not np.array_equal(frame.to_ndarray(format="rgb24"), reference[table.index(frame.pts)])
+    assert wrong >= 1, wrong
