@@ -129,7 +129,9 @@ def video_length(path: Path) -> int:
     """Number of decodable frames of `path`.
 
     The container's frame count when it has one (> 0), else decoded to count. Cached per process by
-    (path, mtime, size); a full decode that finds a different count corrects the cache. Raises BadVideo.
+    (path, mtime, size); a full decode that finds a different count corrects the cache, and so does a
+    seek (an MP4's count includes the frames before its edit list's start, which never show). Raises
+    BadVideo.
     """
     path = Path(path)
     key = _file_key(path)
@@ -394,6 +396,7 @@ def _seek_partial(container, s, path: Path, key: tuple, needed: np.ndarray,
     # container's count includes the packets before an edit list's start)
     if CACHE.length(key, len(index.pts)) not in (len(index.pts), len(index.pts) + index.discarded):
         return None, False
+    CACHE.store_length(key, len(index.pts))  # the frames that show
     try:
         got = _decode_after_seek(container, s, path, index, needed, short_side)
     except _DECODE_ERRORS:
