@@ -2,6 +2,11 @@
 same-process baseline so the figure survives a noisy machine.
 
     python benchmarks/bench_render.py [--frames 16] [--size 224] [--clips 50] [--repeats 5]
+    python benchmarks/bench_render.py --backend torch --device cuda [--sizes 64 112 224] [--batch 1024]
+
+--backend torch: clips/s of the torch rasteriser (generators.torch_render) at 16 x 64, 112 and 224 px
+beside the numpy backend's on one core, in the same process: plans drawn on one core (what a DataLoader
+worker does), painting on --device (one CPU thread, or the GPU), and both in turn on one core.
 
 Baseline: the same objects composited the straightforward way (each sprite warped into a full
 frame, float32 blending and numpy mask updates over the whole frame, boxes by np.nonzero), i.e.
@@ -13,7 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import statistics
+import subprocess
 import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -76,14 +83,77 @@ def composite_ratio(recipe: str, frames: int, size: int, clips: int) -> tuple[fl
     return (t1 - t0) / clips * 1000, (t2 - t1) / clips * 1000
 
 
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    except (OSError, subprocess.CalledProcessError, StopIteration):
+        return platform.processor() or "unknown CPU"
+
+
+def median_time(fn, repeats: int, sync=lambda: None) -> float:
+    """Median seconds of fn() over `repeats` runs (after one warm-up run)."""
+    fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def torch_backend(args) -> None:
+    """clips/s: numpy render_clip vs torch plan (one core) + paint (args.device), per recipe and size."""
+    import torch
+
+    from generators.plan import plan_clip
+    from generators.torch_render import rasterise, stack_plans
+
+    torch.set_num_threads(1)   # per-core figures on a CPU device
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"1 thread of {cpu_model()}"
+    print(f"torch backend on {args.device} ({where}); numpy and plans on 1 core of {cpu_model()}; "
+          f"{args.frames} frames, batch {args.batch}, median of {args.repeats}")
+    rows = []
+    for r in args.recipes:
+        for size in args.sizes:
+            n = args.clips
+            for i in range(4):   # banks, photos, atlas upload: once per process, not timed
+                render_clip(r, 0, 10_000_000 + i, args.frames, size)
+            rasterise(stack_plans([plan_clip(r, 0, i, args.frames, size) for i in range(4)]), device)
+            numpy_s = median_time(lambda: [render_clip(r, 0, i, args.frames, size) for i in range(n)], args.repeats)
+            plan_s = median_time(lambda: stack_plans([plan_clip(r, 0, i, args.frames, size) for i in range(n)]), args.repeats)
+            plans = stack_plans([plan_clip(r, 0, i % n, args.frames, size) for i in range(args.batch)])
+            paint_s = median_time(lambda: rasterise(plans, device), args.repeats, sync)
+            row = {"recipe": r, "frames": args.frames, "size": size, "numpy_clips_s": n / numpy_s,
+                   "plan_clips_s": n / plan_s, "paint_clips_s": args.batch / paint_s,
+                   "torch_one_core_clips_s": 1 / (plan_s / n + paint_s / args.batch)}
+            rows.append(row)
+            print(f"{r:14s} {args.frames}x{size:<3d} numpy {row['numpy_clips_s']:8.1f} clips/s | torch: plans "
+                  f"{row['plan_clips_s']:8.1f}, paint {row['paint_clips_s']:9.1f}, plan+paint on one core "
+                  f"{row['torch_one_core_clips_s']:8.1f} clips/s ({row['torch_one_core_clips_s'] / row['numpy_clips_s']:.2f}x numpy)")
+    print(json.dumps({"device": args.device, "device_model": where, "cpu": cpu_model(), "batch": args.batch,
+                      "results": [{k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()} for row in rows]}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--backend", choices=("numpy", "torch"), default="numpy",
+                    help="numpy: ms/clip per recipe (below); torch: clips/s of both backends at --sizes")
+    ap.add_argument("--device", default="cpu", help="torch device to paint on (--backend torch)")
+    ap.add_argument("--sizes", nargs="*", type=int, default=[64, 112, 224], help="clip sizes (--backend torch)")
+    ap.add_argument("--batch", type=int, default=256, help="clips per painted batch (--backend torch)")
     ap.add_argument("--recipes", nargs="*", default=DEFAULT)
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--clips", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
+    if args.backend == "torch":
+        return torch_backend(args)
     results = {}
     for r in args.recipes:
         t0 = time.perf_counter()

@@ -308,13 +308,15 @@ def composite_layers(video: torch.Tensor, plan: BatchPlan, device: torch.device)
         grid = map_pixels(inverse[:, k], S) * scale - 1                            # (B, Tr, S, S, 2)
         rgba = F.grid_sample(sprites[:, k].float(), grid.reshape(B, Tr * S, S, 2), mode="bilinear",
                              padding_mode="zeros", align_corners=True)             # (B, 4, Tr * S, S)
-        rgba = torch.round(torch.round(rgba.view(B, 4, Tr, S, S)) * opacity[:, k])
+        rgba = rgba.view(B, 4, Tr, S, S).round_()                                 # in place: memory traffic bounds this
+        if (plan.opacity[:, k] < 1).any():
+            rgba.mul_(opacity[:, k]).round_()
         a = rgba[:, 3:4]
-        video = torch.clamp(rgba[:, :3] + torch.round(video * (255 - a) * (1 / 255)), max=255)
-        af = a[:, 0] * (1 / 255)
-        share = share * (1 - af)
-        take = a[:, 0] > 127
-        owner = torch.where(take, torch.tensor(k, dtype=torch.int8, device=device), owner)
+        video.mul_(255 - a).mul_(1 / 255).round_().add_(rgba[:, :3]).clamp_(max=255)
+        af = a[:, 0].mul_(1 / 255)
+        take = af > 127 / 255
+        share.mul_(1 - af)
+        owner.masked_fill_(take, k)
         share = torch.where(take, af, share)
     return video, torch.where(share > 0.5, owner, torch.tensor(-1, dtype=torch.int8, device=device))
 

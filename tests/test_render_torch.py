@@ -152,6 +152,23 @@ def test_trajectory_masks_equal_the_numpy_backends(tmp_path, monkeypatch):
         assert torch.equal(masker(coverage, 4, gen()), masker(numpy_coverage, 4, gen()))
 
 
+def test_natural_clips_get_their_overlay_painted_on_the_device(tmp_path, test_videos):
+    """--overlay on natural clips with --render-device: the numpy overlay's pixels and object tokens."""
+    from training.data import BatchStream, NaturalSource
+    from training.device_batches import realise
+    from training.natural import natural_videos
+
+    listing = tmp_path / "videos.txt"
+    listing.write_text("\n".join(str(p) for p in test_videos) + "\n")
+    batches = []
+    for on_device in (True, False):
+        source = NaturalSource(natural_videos(str(listing)), FRAMES, 32, 2, recipe("overlay"), seed=0, on_device=on_device)
+        batches.append(BatchStream(source, 3, 2, 16).batch(1))
+    painted, host = realise(batches[0], torch.device("cpu"), 2, 16), batches[1]
+    assert psnr(painted["video"].numpy(), host["video"].numpy()) >= 30
+    assert torch.equal(painted["coverage"] >= 0.25, host["coverage"] >= 0.25)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
 def test_three_step_run_painted_on_cuda(tmp_path):
