@@ -91,21 +91,10 @@ def cpu_model() -> str:
         return platform.processor() or "unknown CPU"
 
 
-def median_time(fn, repeats: int, sync=lambda: None) -> float:
-    """Median seconds of fn() over `repeats` runs (after one warm-up run)."""
-    fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def torch_backend(args) -> None:
-    """clips/s: numpy render_clip vs torch plan (one core) + paint (args.device), per recipe and size."""
+    """clips/s: numpy render_clip vs torch plans (one core) + painting (args.device), per recipe and size.
+    Each repeat times the three in turn, so a busy machine slows all of them alike: the ratio is the
+    median of the per-repeat ratios."""
     import torch
 
     from generators.plan import plan_clip
@@ -116,7 +105,7 @@ def torch_backend(args) -> None:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"1 thread of {cpu_model()}"
     print(f"torch backend on {args.device} ({where}); numpy and plans on 1 core of {cpu_model()}; "
-          f"{args.frames} frames, batch {args.batch}, median of {args.repeats}")
+          f"{args.frames} frames, {args.clips} numpy clips and batches of {args.batch}, median of {args.repeats}")
     rows = []
     for r in args.recipes:
         for size in args.sizes:
@@ -124,19 +113,27 @@ def torch_backend(args) -> None:
             for i in range(4):   # banks, photos, atlas upload: once per process, not timed
                 render_clip(r, 0, 10_000_000 + i, args.frames, size)
             rasterise(stack_plans([plan_clip(r, 0, i, args.frames, size) for i in range(4)]), device)
-            numpy_s = median_time(lambda: [render_clip(r, 0, i, args.frames, size) for i in range(n)], args.repeats)
-            plan_s = median_time(lambda: stack_plans([plan_clip(r, 0, i, args.frames, size) for i in range(n)]), args.repeats)
-            plans = stack_plans([plan_clip(r, 0, i % n, args.frames, size) for i in range(args.batch)])
-            paint_s = median_time(lambda: rasterise(plans, device), args.repeats, sync)
-            row = {"recipe": r, "frames": args.frames, "size": size, "numpy_clips_s": n / numpy_s,
-                   "plan_clips_s": n / plan_s, "paint_clips_s": args.batch / paint_s,
-                   "torch_one_core_clips_s": 1 / (plan_s / n + paint_s / args.batch)}
-            rows.append(row)
-            print(f"{r:14s} {args.frames}x{size:<3d} numpy {row['numpy_clips_s']:8.1f} clips/s | torch: plans "
-                  f"{row['plan_clips_s']:8.1f}, paint {row['paint_clips_s']:9.1f}, plan+paint on one core "
-                  f"{row['torch_one_core_clips_s']:8.1f} clips/s ({row['torch_one_core_clips_s'] / row['numpy_clips_s']:.2f}x numpy)")
+            plans = stack_plans([plan_clip(r, 0, i, args.frames, size) for i in range(args.batch)])
+            runs = []
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                for i in range(n):
+                    render_clip(r, 0, i, args.frames, size)
+                t1 = time.perf_counter()
+                stack_plans([plan_clip(r, 0, i, args.frames, size) for i in range(n)])
+                t2 = time.perf_counter()
+                rasterise(plans, device)
+                sync()
+                t3 = time.perf_counter()
+                numpy_s, plan_s, paint_s = (t1 - t0) / n, (t2 - t1) / n, (t3 - t2) / args.batch   # s per clip
+                runs.append((1 / numpy_s, 1 / plan_s, 1 / paint_s, 1 / (plan_s + paint_s), numpy_s / (plan_s + paint_s)))
+            med = [statistics.median(x) for x in zip(*runs)]
+            row = dict(zip(("numpy_clips_s", "plan_clips_s", "paint_clips_s", "torch_one_core_clips_s", "torch_over_numpy"), med))
+            rows.append({"recipe": r, "frames": args.frames, "size": size, **row})
+            print(f"{r:14s} {args.frames}x{size:<3d} numpy {med[0]:8.1f} clips/s | torch: plans {med[1]:8.1f}, "
+                  f"paint {med[2]:9.1f}, plan+paint on one core {med[3]:8.1f} clips/s ({med[4]:.2f}x numpy)")
     print(json.dumps({"device": args.device, "device_model": where, "cpu": cpu_model(), "batch": args.batch,
-                      "results": [{k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()} for row in rows]}))
+                      "results": [{k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()} for row in rows]}))
 
 
 def main() -> None:

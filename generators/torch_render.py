@@ -20,6 +20,7 @@ device then paints every clip of the batch at once:
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,6 +37,7 @@ from .resources import Resources, resources_for
 KINDS = ("black", "solid", "gradient", "photo", "perlin", "spectral", "fractal", "perlin3d")  # codes 0..7
 ATLAS_KINDS = ("photo", *STILL_KINDS, "perlin3d")     # painted from the atlas
 MAX_ATLAS_PHOTOS = 256                                 # photos kept on a device (a few hundred MB at 224 px)
+PIXELS_PER_PASS = 2 ** 26                              # clip pixels painted at once: about 4 GB of working tensors
 
 
 @dataclass
@@ -65,6 +67,12 @@ class BatchPlan:
     inverse: np.ndarray
     opacity: np.ndarray
     counts: np.ndarray
+
+    def rows(self, start: int, stop: int) -> BatchPlan:
+        """The plan of clips start..stop-1 (same K and sprite canvas)."""
+        per_clip = ("indices", "kind", "source", "camera", "colour", "gradient", "positions", "sprites", "inverse",
+                    "opacity", "counts")
+        return dataclasses.replace(self, **{f: getattr(self, f)[start:stop] for f in per_clip})
 
     @property
     def drawn_frames(self) -> int:
@@ -110,7 +118,8 @@ def stack_plans(plans: Sequence[ClipPlan]) -> BatchPlan:
             plan.sprites[b, k, :, :sh, :sw] = sprite.transpose(2, 0, 1)
             held = 1 if static else Tr                 # static: the frame-0 pose on every painted frame
             M = sprite_matrices(track)[:held]           # sprite px -> frame px
-            inv = np.stack([np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2] for m in M])
+            square = np.concatenate([M, np.broadcast_to([[[0.0, 0.0, 1.0]]], (len(M), 1, 3))], axis=1)
+            inv = np.linalg.inv(square)[:, :2]                                      # frame px -> sprite px
             plan.inverse[b, k] = inv if held == Tr else np.repeat(inv, Tr, axis=0)
             plan.opacity[b, k] = track.opacity[:held] if held == Tr else np.repeat(track.opacity[:1], Tr)
     return plan
@@ -289,11 +298,13 @@ def paint_backgrounds(plan: BatchPlan, device: torch.device) -> torch.Tensor:
 
 
 def composite_layers(video: torch.Tensor, plan: BatchPlan, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Paint the plan's objects back to front onto video float32 (B, 3, Tr, S, S) 0..255, in place.
+    """Paint the plan's objects back to front onto video float32 (B, 3, Tr, S, S) 0..255 (not rounded:
+    the compositor rounds each uint8 step, this only once at the end; they differ by a level at most).
 
-    Each step rounds as the compositor's uint8 arithmetic does. Ownership: a running owner and its
-    share of the colour; object k's share after the layers in front of it is a_k prod (1 - a_j), and
-    only a layer with a > 1/2 can take a pixel over. -> (video, owner int8 (B, Tr, S, S), -1 = none)."""
+    Ownership: a running owner and its share of the colour; object k's share after the layers in front
+    of it is a_k prod (1 - a_j), and only a layer with a > 1/2 (uint8 alpha > 127) can take a pixel
+    over. Per layer one grid_sample and a few passes over the batch: memory traffic bounds this.
+    -> (video, owner int8 (B, Tr, S, S), -1 = none)."""
     B, _, Tr, S, _ = video.shape
     K, h, w = plan.sprites.shape[1], plan.sprites.shape[3], plan.sprites.shape[4]
     owner = torch.full((B, Tr, S, S), -1, dtype=torch.int8, device=device)
@@ -301,23 +312,23 @@ def composite_layers(video: torch.Tensor, plan: BatchPlan, device: torch.device)
     if K == 0:
         return video, owner
     sprites = torch.from_numpy(plan.sprites).to(device)
-    inverse = torch.from_numpy(plan.inverse).to(device)
+    # frame px -> grid_sample's [-1, 1] sprite coordinates, folded into the affines (align_corners=True)
+    to_grid = torch.from_numpy(plan.inverse).to(device) * torch.tensor([[2.0 / (w - 1)], [2.0 / (h - 1)]], device=device)
+    to_grid[..., 2] -= 1
     opacity = torch.from_numpy(plan.opacity).to(device).view(B, K, 1, Tr, 1, 1)
-    scale = torch.tensor([2.0 / (w - 1), 2.0 / (h - 1)], device=device)
     for k in range(K):
-        grid = map_pixels(inverse[:, k], S) * scale - 1                            # (B, Tr, S, S, 2)
-        rgba = F.grid_sample(sprites[:, k].float(), grid.reshape(B, Tr * S, S, 2), mode="bilinear",
-                             padding_mode="zeros", align_corners=True)             # (B, 4, Tr * S, S)
-        rgba = rgba.view(B, 4, Tr, S, S).round_()                                 # in place: memory traffic bounds this
+        grid = map_pixels(to_grid[:, k], S)                                        # (B, Tr, S, S, 2)
+        rgba = F.grid_sample(sprites[:, k].float(), grid.view(B, Tr * S, S, 2), mode="bilinear",
+                             padding_mode="zeros", align_corners=True).view(B, 4, Tr, S, S)
         if (plan.opacity[:, k] < 1).any():
-            rgba.mul_(opacity[:, k]).round_()
-        a = rgba[:, 3:4]
-        video.mul_(255 - a).mul_(1 / 255).round_().add_(rgba[:, :3]).clamp_(max=255)
-        af = a[:, 0].mul_(1 / 255)
-        take = af > 127 / 255
-        share.mul_(1 - af)
+            rgba.mul_(opacity[:, k])
+        a = rgba[:, 3]                                                             # (B, Tr, S, S) 0..255
+        keep = a.mul(-1 / 255).add_(1)                                             # 1 - alpha
+        video = torch.addcmul(rgba[:, :3], video, keep.unsqueeze(1))               # premultiplied "over"
+        take = a >= 127.5
+        share.mul_(keep)
         owner.masked_fill_(take, k)
-        share = torch.where(take, af, share)
+        share = torch.where(take, 1 - keep, share)
     return video, torch.where(share > 0.5, owner, torch.tensor(-1, dtype=torch.int8, device=device))
 
 
@@ -336,19 +347,31 @@ def mask_boxes(owner: torch.Tensor, K: int) -> torch.Tensor:
 
 # ---- the rasteriser ----------------------------------------------------------------------------
 
-def rasterise(plan: BatchPlan, device: str | torch.device = "cpu", frames: torch.Tensor | None = None) -> RenderedBatch:
-    """Paint a BatchPlan on `device`. frames: uint8 (B, T, S, S, 3) on the device, for overlay plans."""
+def rasterise(plan: BatchPlan, device: str | torch.device = "cpu", frames: torch.Tensor | None = None,
+              pixels_per_pass: int = PIXELS_PER_PASS) -> RenderedBatch:
+    """Paint a BatchPlan on `device`, at most `pixels_per_pass` clip pixels at a time (bounded memory).
+    frames: uint8 (B, T, S, S, 3) on the device, for overlay plans."""
     device = torch.device(device)
     B, T, S = len(plan.counts), plan.frames, plan.size
+    if plan.overlay and (frames is None or tuple(frames.shape) != (B, T, S, S, 3)):
+        raise ValueError(f"an overlay plan needs frames uint8 ({B}, {T}, {S}, {S}, 3)")
+    step = max(1, pixels_per_pass // (plan.drawn_frames * S * S))
+    if B <= step:
+        return _rasterise(plan, device, frames)
+    parts = [_rasterise(plan.rows(i, i + step), device, None if frames is None else frames[i:i + step])
+             for i in range(0, B, step)]
+    return RenderedBatch(*(torch.cat([getattr(p, f) for p in parts]) for f in ("video", "owner", "boxes", "counts")))
+
+
+def _rasterise(plan: BatchPlan, device: torch.device, frames: torch.Tensor | None) -> RenderedBatch:
+    B, T, S = len(plan.counts), plan.frames, plan.size
     if plan.overlay:
-        if frames is None or tuple(frames.shape) != (B, T, S, S, 3):
-            raise ValueError(f"an overlay plan needs frames uint8 ({B}, {T}, {S}, {S}, 3)")
         base = frames.to(device).permute(0, 4, 1, 2, 3).float()
     else:
         base = paint_backgrounds(plan, device)
     video, owner = composite_layers(base, plan, device)
     boxes = mask_boxes(owner, plan.sprites.shape[1])
-    video = video.to(torch.uint8).permute(0, 2, 3, 4, 1)                            # (B, Tr, S, S, 3)
+    video = video.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 4, 1)  # (B, Tr, S, S, 3)
     Tr = video.shape[1]
     if Tr != T:                                                                    # a still clip: frame 0 repeated
         video, owner, boxes = video.expand(B, T, S, S, 3), owner.expand(B, T, S, S), boxes.expand(-1, -1, T, -1)

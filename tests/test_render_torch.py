@@ -15,7 +15,7 @@ import torch
 from conftest import CHEAP, assert_user_error, recipe, run_cli
 
 from generators import overlay_clip, render_clip
-from generators.torch_render import overlay_batch, render_batch
+from generators.torch_render import overlay_batch, plan_batch, rasterise, render_batch
 from smile_synth.errors import UserError
 from training import engine, trainer
 from training.config import PretrainConfig
@@ -84,6 +84,13 @@ def test_a_clip_does_not_depend_on_its_batch(device):
     assert torch.equal(a.video[1], alone.video[0]) and torch.equal(a.owner[1], alone.owner[0])
     k = int(alone.counts[0])
     assert torch.equal(a.boxes[1, :k].nan_to_num(-1), alone.boxes[0, :k].nan_to_num(-1))
+
+
+def test_painting_in_passes_changes_nothing():
+    plan = plan_batch(recipe("mixed", *CHEAP), 2, range(5), FRAMES, SIZE)
+    whole, passes = rasterise(plan), rasterise(plan, pixels_per_pass=2 * FRAMES * SIZE * SIZE)   # 3 passes
+    assert torch.equal(whole.video, passes.video) and torch.equal(whole.owner, passes.owner)
+    assert torch.equal(whole.boxes.nan_to_num(-1), passes.boxes.nan_to_num(-1))
 
 
 # ---- training ---------------------------------------------------------------------------------------

@@ -17,7 +17,9 @@ one needs no transformers install.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import pickle
 import re
 from pathlib import Path
@@ -27,7 +29,7 @@ import torch
 from torch import nn
 
 from smile_synth.atomic import replacing
-from smile_synth.errors import UserError
+from smile_synth.errors import UserError, printable, shown
 
 CHECKPOINT = "checkpoint.pt"
 ENCODER = "encoder.pt"
@@ -80,64 +82,120 @@ def save_safetensors(state_dict: dict[str, torch.Tensor], path: str | Path, stud
             metadata[key] = json.dumps(value, sort_keys=True)
     with replacing(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
+        os.chmod(tmp, 0o666 & ~_umask())      # safetensors writes 0600; every other output follows the umask
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it: set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def resolve_weights_file(path: str | Path) -> Path:
     """The file to read for `path`: the path itself; for a run folder its encoder.pt, else its
     encoder.safetensors, else (a fine-tuning run) its classifier.safetensors, else its checkpoint.pt; for a
-    transformers VideoMAE folder its model.safetensors, else its pytorch_model.bin; and a missing
-    OUT/encoder.pt or OUT/checkpoint.pt is OUT/encoder.safetensors when that exists (a run folder shipped
-    with its safetensors file only)."""
+    transformers VideoMAE folder its model.safetensors, else its pytorch_model.bin (without a config.json
+    too: the file's metadata or --preset then give the geometry); and a missing OUT/encoder.pt or
+    OUT/checkpoint.pt is OUT/encoder.safetensors when that exists (a run folder shipped with its safetensors
+    file only). A folder holding none of these is one UserError saying what it holds (a multi-fold
+    fine-tuning run: which fold folder to give); a broken config.json is one naming that file."""
     path = Path(path)
     if path.is_dir():
-        model_type = transformers_model_type(path)
-        if model_type == "videomae":
+        from .hf import MODEL_TYPE
+        config = read_transformers_config(path)
+        if config is not None and config["model_type"] == MODEL_TYPE:
             return _transformers_weights(path)
         for name in (ENCODER, ENCODER_SAFETENSORS, CLASSIFIER_SAFETENSORS, CHECKPOINT):
             if (path / name).is_file():
                 return path / name
-        if model_type is not None:
-            raise UserError(f"{path} holds a transformers {model_type!r} model, not VideoMAE; give a VideoMAE "
-                            "folder (model_type \"videomae\" in its config.json) or one of our runs")
-        return path / CHECKPOINT
+        if config is not None:
+            raise UserError(f"{path} holds a transformers {shown(config['model_type'])} model, not VideoMAE; give "
+                            "a VideoMAE folder (model_type \"videomae\" in its config.json) or one of our runs")
+        return _transformers_weights(path, config_missing=True)
     if not path.exists() and path.name in (ENCODER, CHECKPOINT) and (path.parent / ENCODER_SAFETENSORS).is_file():
         return path.parent / ENCODER_SAFETENSORS
     return path
 
 
-def transformers_model_type(folder: Path) -> str | None:
-    """The model_type of a transformers model folder (its config.json); None for any other folder."""
-    config = folder / HF_CONFIG
-    if not config.is_file():
+def read_transformers_config(folder: Path) -> dict | None:
+    """The config.json of a transformers model folder, a JSON object with a model_type string; None when the
+    folder has no config.json. One UserError naming the file when it is unreadable, not JSON, not an object
+    or without a model_type."""
+    path = folder / HF_CONFIG
+    if not path.is_file():
         return None
     try:
-        value = json.loads(config.read_text()).get("model_type")
-    except (ValueError, AttributeError, OSError):
-        return None
-    return value if isinstance(value, str) else None
+        config = json.loads(path.read_bytes())
+    except (ValueError, OSError) as e:
+        raise UserError(f"cannot read {path}: {_first_line(e)}; it should be a transformers config (JSON)") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{path} holds a JSON {type(config).__name__}, not a transformers config (a JSON object)")
+    if not isinstance(config.get("model_type"), str):
+        raise UserError(f"{path}: model_type {shown(config.get('model_type'))} is not a model type; a VideoMAE "
+                        "config.json says \"model_type\": \"videomae\"")
+    return config
 
 
-def _transformers_weights(folder: Path) -> Path:
-    """The weights file of a transformers folder; one UserError for a sharded one (not supported)."""
+def transformers_model_type(folder: Path) -> str | None:
+    """The model_type of a transformers model folder (its config.json); None for any other folder."""
+    config = read_transformers_config(folder)
+    return None if config is None else config["model_type"]
+
+
+def _transformers_weights(folder: Path, config_missing: bool = False) -> Path:
+    """The weights file of a transformers folder; one UserError for a sharded one (not supported) or none.
+    `config_missing`: the folder has no config.json (and none of our files)."""
     for name in HF_WEIGHTS:
         if (folder / name).is_file():
             return folder / name
     if any(folder.glob("*.index.json")):
         raise UserError(f"{folder} holds sharded weights (*.index.json); re-save it as one file with "
                         "save_pretrained(DIR, max_shard_size='100GB')")
-    return folder / HF_WEIGHTS[0]
+    if not config_missing:
+        raise UserError(f"{folder} has a transformers {HF_CONFIG} but no weights ({' or '.join(HF_WEIGHTS)})")
+    folds = sorted(folder.glob(f"fold-*/{CLASSIFIER_SAFETENSORS}"))
+    if folds:
+        raise UserError(f"{folder} is a {len(folds)}-fold fine-tuning run; give one fold's folder, e.g. "
+                        f"{folds[0].parent}")
+    raise UserError(f"{folder} holds no checkpoint: none of {ENCODER}, {ENCODER_SAFETENSORS}, "
+                    f"{CLASSIFIER_SAFETENSORS}, {CHECKPOINT}, and no transformers {HF_CONFIG} or "
+                    f"{' / '.join(HF_WEIGHTS)}")
+
+
+def file_format(path: Path) -> str | None:
+    """What a file's first bytes say it is: "zip" (torch.save since torch 1.6), "pickle" (protocol 2 or
+    later: older torch.save), "safetensors" (an 8-byte header length, then a JSON object), else None."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle"
+    if len(head) == 9 and head[8:] == b"{" and int.from_bytes(head[:8], "little") >= 2:
+        return "safetensors"
+    return None
 
 
 def read_checkpoint(path: str | Path) -> dict:
     """The contents of a checkpoint file (ours, VideoMAE/SMILE's, a bare state dict, .safetensors, or a
     transformers VideoMAE model's, converted) as a dict, on the CPU. Never runs code from the file: a pickle
     holding anything but tensors, plain containers and SAFE_TYPES is refused with one UserError naming the
-    file and the type."""
+    file and the type. A file that is none of these formats (by its first bytes) is one UserError saying so."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"checkpoint {path} is a folder; give a checkpoint file (.pt, .pth, .bin or .safetensors)")
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist; give an existing .pt or .safetensors file")
-    if path.suffix == SAFETENSORS_SUFFIX:
+    try:
+        kind = file_format(path)
+    except OSError as e:
+        raise UserError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    if path.suffix == SAFETENSORS_SUFFIX or kind == "safetensors":
         return _from_transformers(path, _read_safetensors(path))
+    if kind is None:
+        raise UserError(f"{path} is not a checkpoint: it is neither a PyTorch file (zip or pickle) nor safetensors; "
+                        "give a .pt, .pth, .bin or .safetensors file")
     try:
         with torch.serialization.safe_globals(list(SAFE_TYPES)):   # torch >= 2.5 (pyproject asks >= 2.6)
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -154,30 +212,29 @@ def read_checkpoint(path: str | Path) -> dict:
 
 def _from_transformers(path: Path, ckpt: dict) -> dict:
     """`ckpt` itself, or for a transformers VideoMAE state dict {"model": our names, "student" (from the
-    config.json beside it; else the file's own), "summary"?, "classifier"? (a classifier's id2label)}."""
+    config.json beside it, validated and checked against the weights; else the file's own), "summary"?,
+    "classifier"? (a classifier's id2label)}."""
     from . import hf
 
     weights = model_weights(ckpt)
     if not hf.is_hf_state_dict(weights):
         return ckpt
     out: dict[str, Any] = {"model": hf.from_hf(weights, str(path))}
-    config_path = path.parent / HF_CONFIG
-    config = None
-    if config_path.is_file():
-        try:
-            config = json.loads(config_path.read_text())
-        except (ValueError, OSError) as e:
-            raise UserError(f"cannot read {config_path}: {_first_line(e)}; it should be a transformers "
-                            "config") from None
-        if not isinstance(config, dict):
-            raise UserError(f"{config_path} is not a transformers config (a JSON object)")
-        out["student"] = hf.student_from_config(config, str(config_path))
+    config = read_transformers_config(path.parent)
+    if config is not None:
+        where = str(path.parent / HF_CONFIG)
+        cfg = hf.student_from_config(config, where)
+        missing = hf.missing_geometry(config)
+        check_fits_weights(cfg, out["model"], where, hf.HF_NAMES, path,
+                           f"; it lacks {', '.join(missing)}, whose transformers defaults are a base model's: add "
+                           "them" if missing else "")
+        out["student"] = dataclasses.asdict(cfg)
     elif isinstance(ckpt.get("student"), dict):     # our export's metadata, the file moved away from its config
         out["student"] = ckpt["student"]
     if isinstance(ckpt.get("summary"), dict):       # our export's metadata: what it saw in pretraining
         out["summary"] = ckpt["summary"]
     if hf.layout_of(out["model"]) == hf.CLASSIFIER:
-        classifier = hf.classifier_from_config(config) if config else ckpt.get("classifier")
+        classifier = hf.classifier_from_config(config, where) if config else ckpt.get("classifier")
         if classifier and classifier.get("num_classes") == out["model"]["head.weight"].shape[0]:
             out["classifier"] = classifier
     return out
@@ -228,14 +285,15 @@ def restore_training_state(path: str | Path, cfg, fixed: tuple[str, ...], model:
 
 
 def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+    """An exception's first line, cut and escaped (it may quote the file)."""
+    return printable((str(e).strip().splitlines() or [type(e).__name__])[0], 160)
 
 
 def _refusal(path: Path, e: Exception) -> str:
     """One line: `path` pickles a type weights_only loading does not allow, and how to convert the file."""
     text = str(e)
     found = (re.search(r"GLOBAL\s+([\w.]+)", text) or re.search(r"Unsupported (?:class|global):?\s+([\w.]+)", text))
-    what = f"unexpected type {found.group(1)}" if found else "objects that are not tensors or plain containers"
+    what = f"unexpected type {printable(found.group(1))}" if found else "objects that are not tensors or plain containers"
     return (f"refusing to load {path}: it pickles {what}, and unpickling that could run code. If you trust the "
             f"file, convert it in a trusted Python session: sd = torch.load('{path}', weights_only=False)['model'] "
             "(the entry holding the weights), then torch.save({'model': sd}, 'clean.pt') or "
@@ -285,8 +343,12 @@ def matching_weights(path: str | Path, weights: dict[str, torch.Tensor], own: di
         if own[k].shape != v.shape:
             if k.startswith(may_differ):
                 continue
-            raise UserError(f"{path}: {k} has shape {tuple(v.shape)}, {what} needs {tuple(own[k].shape)}; "
+            raise UserError(f"{path}: {printable(k)} has shape {tuple(v.shape)}, {what} needs {tuple(own[k].shape)}; "
                             "the checkpoint is of another preset (choose the matching --preset)")
+        if v.is_floating_point() != own[k].is_floating_point():      # e.g. float data relabelled as integers
+            raise UserError(f"{path}: {printable(k)} is {str(v.dtype).removeprefix('torch.')}, {what} needs "
+                            f"{str(own[k].dtype).removeprefix('torch.')} (floating point); the file is damaged or "
+                            "not a model of this kind")
         usable[k] = v
     return usable
 
@@ -306,21 +368,32 @@ def load_weights(model: nn.Module, path: str | Path) -> tuple[list[str], list[st
     return list(result.missing_keys), sorted(set(weights) - set(usable))
 
 
-def checkpoint_student(ckpt: dict, path: str | Path, preset: str | None):
-    """The StudentConfig of a checkpoint read by read_checkpoint: its own "student" entry (checked
-    against `preset` when given: one UserError line on a mismatch), else the preset's (required then)."""
-    import dataclasses
+STUDENT_NAMES = {f: f"student.{f}" for f in (
+    "size", "frames", "patch", "tubelet", "dim", "depth", "heads", "decoder_dim", "decoder_depth", "decoder_heads",
+    "mlp_ratio", "drop_path", "target_dim")}      # how messages name a checkpoint's "student" entries
 
+
+def checkpoint_student(ckpt: dict, path: str | Path, preset: str | None):
+    """The StudentConfig of a checkpoint read by read_checkpoint: its own "student" entry, validated (one
+    UserError naming the file and the entry), checked against its weights (check_fits_weights) and against
+    `preset` when given (one UserError line on a mismatch); else the preset's (required then)."""
     from .models import StudentConfig, same_arch, student_config
     if isinstance(ckpt.get("student"), dict):
         fields = {f.name for f in dataclasses.fields(StudentConfig)}
         cfg = StudentConfig(**{k: v for k, v in ckpt["student"].items() if k in fields})
+        cfg.validate(str(path), STUDENT_NAMES)
+        check_fits_weights(cfg, model_weights(ckpt), str(path), STUDENT_NAMES, Path(path))
         if preset is not None and not same_arch(student_config(preset), cfg):
             raise UserError(f"{path} holds a {_preset_name(cfg)} model, not --preset {preset}; pass the matching --preset")
         return cfg
     if preset is None:
         raise UserError(f"{path} does not say which model it holds; pass --preset (tiny, small, base or large)")
-    return student_config(preset)
+    cfg = student_config(preset)
+    depth = _block_count(encoder_weights(model_weights(ckpt)), "blocks.")
+    if depth and depth != cfg.depth:                # extra blocks would be dropped without a word
+        raise UserError(f"{path} holds {depth} blocks, --preset {preset} has {cfg.depth}: the checkpoint is of "
+                        "another preset (choose the matching --preset)")
+    return cfg
 
 
 def load_encoder(path: str | Path, preset: str | None = None):
@@ -362,11 +435,15 @@ def load_complete(model: nn.Module, weights: dict[str, torch.Tensor], path: str 
     model.load_state_dict(usable)
 
 
+MAX_LABEL_CHARS = 256      # a class name from a file is cut to this (a folder name's most, 255 bytes, fits)
+
+
 def checkpoint_classes(ckpt: dict) -> list[str] | None:
     """A classifier checkpoint's class names: its "classifier" entry (classifier.safetensors, a transformers
-    id2label) or "classes" (a fine-tuning checkpoint.pt); None when it names none."""
-    names = (ckpt.get("classifier") or {}).get("class_names") or ckpt.get("classes")
-    return [str(c) for c in names] if isinstance(names, (list, tuple)) else None
+    id2label) or "classes" (a fine-tuning checkpoint.pt), each cut to MAX_LABEL_CHARS; None when it names none."""
+    classifier = ckpt.get("classifier")
+    names = (classifier.get("class_names") if isinstance(classifier, dict) else None) or ckpt.get("classes")
+    return [str(c)[:MAX_LABEL_CHARS] for c in names] if isinstance(names, (list, tuple)) else None
 
 
 def _preset_name(cfg) -> str:
