@@ -14,6 +14,7 @@ whatever the machine.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import cv2
@@ -25,6 +26,7 @@ DIRECTIONS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down
 GLYPHS = "ABCDEFGHJKLMNPRSTUVWXYZ23456789"
 FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_TRIPLEX)
 DONE = "direction.json"
+log = logging.getLogger(__name__)
 
 
 def gradient_background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -72,17 +74,28 @@ def direction_clip(rng: np.random.Generator, label: int, frames: int, size: int)
     return out
 
 
+def written_settings(done: Path) -> dict | None:
+    """The settings a finished set recorded in `done` (DONE); None, with a warning naming the file, when it
+    cannot be read (cut short, not JSON): the set is then written again."""
+    try:
+        return json.loads(done.read_text())
+    except (OSError, ValueError) as e:
+        log.warning("%s is unreadable (%s); writing the direction set again", done, " ".join(str(e).split())[:120])
+        return None
+
+
 def write_direction_set(root: str | Path, train_per_class: int = 48, test_per_class: int = 24, frames: int = 16,
                         size: int = 64, seed: int = 0) -> tuple[Path, Path]:
     """Write the task's train and test folders under ROOT (skipped when already written with the same
-    settings); returns (ROOT/train, ROOT/test). Train and test clips come from disjoint random streams."""
+    settings; a direction.json that cannot be read means not written); returns (ROOT/train, ROOT/test).
+    Train and test clips come from disjoint random streams."""
     from .embedded import write_video
 
     root = Path(root)
     settings = {"train_per_class": train_per_class, "test_per_class": test_per_class, "frames": frames,
                 "size": size, "seed": seed, "classes": list(DIRECTIONS)}
     done = root / DONE
-    if done.is_file() and json.loads(done.read_text()) == settings:
+    if done.is_file() and written_settings(done) == settings:
         return root / "train", root / "test"
     for split, n, stream in (("train", train_per_class, 0), ("test", test_per_class, 1)):
         for label, name in enumerate(DIRECTIONS):

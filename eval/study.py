@@ -11,10 +11,12 @@ says which choices were made that way. Nothing here looks at the regimes' result
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 
 SCRATCH = "scratch"
 PILOT = "moving-black"
@@ -116,14 +118,12 @@ def budget_weights(protocol: Protocol, run: Path | None) -> list[tuple[float, st
 def finetune_row(protocol: Protocol, ev: Evaluation, test: str | None, weights: str | None, seed: int,
                  out: Path) -> dict:
     """Fine-tune `weights` (None: a random init of the protocol's preset) on one evaluation; its metrics
-    row. A finished fine-tuning (metrics.json) is read back, not redone."""
+    row. A finished fine-tuning (metrics.json) is read back, not redone (a broken one is: see finished_metrics)."""
     from .finetune.config import FinetuneConfig
     from .finetune.run import finetune
 
-    done = out / "metrics.json"
-    if done.is_file():
-        m = json.loads(done.read_text())
-    else:
+    m = finished_metrics(out / "metrics.json")
+    if m is None:
         # the real scenes: fold 0 of the folds by scene; a task with its own test split needs none
         folds = {"folds": protocol.folds, "fold": 0} if test is None else {}
         weights_in = {"checkpoint": weights} if weights else {"random_init": True, "preset": protocol.preset}
@@ -131,6 +131,23 @@ def finetune_row(protocol: Protocol, ev: Evaluation, test: str | None, weights: 
         m = finetune(FinetuneConfig(**settings, data=ev.data, test_data=test, task=ev.task, stride=ev.stride,
                                     flip=ev.flip, windows=protocol.windows, seed=seed, progress=False, out=str(out)))
     return {"task": ev.name, "probe": "finetune", "seed": seed, "top1": m["top1"], "chance": m["chance"]}
+
+
+def finished_metrics(path: Path) -> dict | None:
+    """The metrics.json of a finished fine-tuning, or None when there is none. A file that is not JSON or
+    lacks a numeric top1/chance (cut short, emptied, edited) is None too, with a warning naming it: that
+    fine-tuning is redone (it resumes from its checkpoint.pt, so only the test runs again)."""
+    if not path.is_file():
+        return None
+    try:
+        m = json.loads(path.read_text())
+        why = "it lacks a numeric top1 or chance"
+        if isinstance(m, dict) and all(isinstance(m.get(k), (int, float)) for k in ("top1", "chance")):
+            return m
+    except (OSError, ValueError) as e:
+        why = f"not JSON: {' '.join(str(e).split())[:120]}"
+    log.warning("study: %s is unreadable (%s); fine-tuning that run again", path, why)
+    return None
 
 
 def probe_rows(protocol: Protocol, ev: Evaluation, test: str | None, weights: str | None, seed: int,

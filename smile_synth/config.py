@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
+import os
 import types
 import typing
 from pathlib import Path
@@ -20,6 +22,8 @@ from .errors import UserError
 def load_mapping(path: str | Path) -> dict[str, Any]:
     """Read a YAML or JSON file that must hold a mapping."""
     p = Path(path)
+    if p.is_dir():
+        raise UserError(f"config file {p} is a folder; pass a .yaml/.json file of settings")
     if not p.is_file():
         raise UserError(f"config file {p} does not exist; pass an existing .yaml/.json file")
     try:
@@ -122,3 +126,67 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 def to_dict(obj: Any) -> dict[str, Any]:
     """Dataclass -> plain JSON-able dict (tuples become lists)."""
     return json.loads(json.dumps(dataclasses.asdict(obj)))
+
+
+# ---- the numbers an option may take, checked once at the edge ------------------------------------
+
+MAX_FRAMES = 512     # frames per clip: far beyond any video transformer's clips (VideoMAE 16, long-clip work 64-128)
+MAX_SIZE = 2048      # frame side in px: far beyond any video transformer's input (224-448)
+MAX_WORKERS = 256    # data-loading processes per training process
+
+
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """The values an option may take: a finite number from `low` to `high` (None: no bound on that side),
+    an end itself excluded when `open_low` / `open_high`."""
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+
+    def holds(self, v: float) -> bool:
+        return (math.isfinite(v)
+                and (self.low is None or (v > self.low if self.open_low else v >= self.low))
+                and (self.high is None or (v < self.high if self.open_high else v <= self.high)))
+
+    def __str__(self) -> str:
+        lo, hi = _number(self.low), _number(self.high)
+        if self.low is None and self.high is None:
+            return "a finite number"
+        if self.high is None:
+            return f"{'>' if self.open_low else '>='} {lo}"
+        if self.low is None:
+            return f"{'<' if self.open_high else '<='} {hi}"
+        return f"in {'(' if self.open_low else '['}{lo}, {hi}{')' if self.open_high else ']'}"
+
+
+def _number(v: float | None) -> str:
+    return str(int(v)) if v is not None and float(v).is_integer() else str(v)
+
+
+def check_bounds(config: Any, bounds: dict[str, Bounds]) -> None:
+    """For each field of `config` named in `bounds` (None: not set, skipped): one UserError naming its
+    option (--field-name) when the value is not a finite number within its Bounds (nan and inf never are)."""
+    for name, b in bounds.items():
+        v = getattr(config, name)
+        if v is None or b.holds(v):
+            continue
+        finite = "a finite number " if not math.isfinite(v) and (b.low is not None or b.high is not None) else ""
+        raise UserError(f"--{name.replace('_', '-')} {v} must be {finite}{b}")
+
+
+def memory_bytes() -> int | None:
+    """This machine's physical memory in bytes (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits_in_memory(what: str, nbytes: int, fix: str) -> None:
+    """One UserError when `what` (e.g. "one step's batch of 8 x 2 clips of 16 x 224 px") takes more than
+    this machine's memory: `nbytes` is what it would allocate; `fix` names the options to lower."""
+    total = memory_bytes()
+    if total and nbytes > total:
+        raise UserError(f"{what} takes {nbytes / 2**30:,.1f} GiB, more than this machine's {total / 2**30:,.1f} GiB "
+                        f"of memory; {fix}")

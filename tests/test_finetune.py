@@ -452,7 +452,8 @@ def test_bad_videos_are_skipped_and_counted(tmp_path, test_videos, bad_videos):
     train = write_list(tmp_path / "train.txt", [test_videos[0], missing, test_videos[1], garbage])
     test = write_list(tmp_path / "test.txt", [test_videos[2], empty])
     out = tmp_path / "ft"
-    r = run_cli("finetune", *FAST, "--data", train, "--test-data", test, "--steps", 2, "--out", out)
+    # 2 of the 4 training videos are rejected up front: within --max-bad-share 0.5 (the default 0.1 stops the run)
+    r = run_cli("finetune", *FAST, "--data", train, "--test-data", test, "--steps", 2, "--max-bad-share", 0.5, "--out", out)
     assert r.exit_code == 0, r.output
     assert "3 videos skipped" in r.output
     m = json.loads((out / "metrics.json").read_text())
@@ -569,7 +570,8 @@ def test_every_clip_of_a_batch_gets_its_own_augmentation(test_videos):
 
 @pytest.fixture
 def one_broken_of_three(tmp_path, test_videos, monkeypatch) -> Path:
-    """A training list of the 3 test videos whose second fails to decode (BadVideo) during training."""
+    """A training list of the 3 test videos whose second fails to decode (BadVideo) during training (the
+    test list's video among them: the tests using it pass allow_overlap)."""
     from eval.finetune import data as D
     from smile_synth.video import BadVideo
 
@@ -590,9 +592,10 @@ def test_unreadable_training_videos_past_max_bad_share_stop_the_run(tmp_path, li
     _, test = lists
     train = one_broken_of_three
     with pytest.raises(UserError, match="--max-bad-share"):
-        finetune(api_config(tmp_path / "out", train, test_data=str(test), steps=30, batch_size=4, max_bad_share=0.3))
+        finetune(api_config(tmp_path / "out", train, test_data=str(test), steps=30, batch_size=4, max_bad_share=0.3,
+                            allow_overlap=True))
     m = finetune(api_config(tmp_path / "ok", train, test_data=str(test), steps=3, batch_size=4, max_bad_share=0.4,
-                            log_every=1))
+                            log_every=1, allow_overlap=True))
     assert read_log(tmp_path / "ok")[-1]["bad"] > 0 and m["steps"] == [3]
 
 
@@ -602,7 +605,7 @@ def test_a_batch_of_only_unreadable_videos_is_skipped_not_fatal(tmp_path, lists,
     _, test = lists
     train = one_broken_of_three
     m = finetune(api_config(tmp_path / "out", train, test_data=str(test), steps=6, batch_size=1, max_bad_share=0.9,
-                            log_every=1))
+                            log_every=1, allow_overlap=True))
     log = read_log(tmp_path / "out")
     assert m["steps"] == [6] and log[-1]["bad"] >= 1
     assert len(log) < 6                       # the skipped steps log no loss

@@ -41,12 +41,27 @@ SAFE_TYPES: tuple[type, ...] = (argparse.Namespace,)
 METADATA_KEYS = ("student", "summary", "classifier")   # JSON objects in a .safetensors header
 HF_CONFIG = "config.json"                                # a transformers model folder's config
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # its weights, in the order transformers prefers them
+# the files of a run (or transformers) folder that stand for the folder (--eval-only's default --out)
+RUN_FILES = (CHECKPOINT, ENCODER, ENCODER_SAFETENSORS, CLASSIFIER_SAFETENSORS, *HF_WEIGHTS)
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
-    """torch.save to a temporary name, then rename: a file that exists is complete."""
-    with replacing(path) as tmp:
-        torch.save(obj, tmp)
+    """torch.save to a temporary name, then rename: a file that exists is complete. Written through a
+    Python file, so a full disk raises OSError (torch's own writer says only "unexpected pos"), which
+    `replacing` turns into one line."""
+    with replacing(path, size_hint=tensor_bytes(obj)) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+
+
+def tensor_bytes(obj: Any) -> int:
+    """The bytes of the tensors in `obj` (nested dicts, lists and tuples): about what saving it takes."""
+    if isinstance(obj, torch.Tensor):
+        return obj.nelement() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
 
 
 def save_encoder(out_dir: str | Path, state_dict: dict[str, torch.Tensor], student: dict,
@@ -80,7 +95,7 @@ def save_safetensors(state_dict: dict[str, torch.Tensor], path: str | Path, stud
     for key, value in (("student", student), ("summary", summary), ("classifier", classifier)):
         if value is not None:
             metadata[key] = json.dumps(value, sort_keys=True)
-    with replacing(path) as tmp:
+    with replacing(path, size_hint=tensor_bytes(tensors)) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
         os.chmod(tmp, 0o666 & ~_umask())      # safetensors writes 0600; every other output follows the umask
 
@@ -240,15 +255,26 @@ def _from_transformers(path: Path, ckpt: dict) -> dict:
     return out
 
 
-def read_resume_checkpoint(path: str | Path) -> dict:
-    """read_checkpoint() of a file to resume training from: it must hold the full training state
-    (model, optimizer, scaler, step), else one UserError that points to --init."""
+def read_resume_checkpoint(path: str | Path, kind: str = "pretraining", start_option: str = "--init") -> dict:
+    """read_checkpoint() of a file to resume a `kind` ("pretraining" or "fine-tuning") run from: it must hold
+    the full training state (model, optimizer, scaler, step) of that kind of run, else one UserError that
+    points to `start_option` (the command's option that starts from a file's weights)."""
     ckpt = read_checkpoint(path)
     missing = [k for k in ("model", "optimizer", "scaler", "step") if k not in ckpt]
     if missing:
         raise UserError(f"cannot resume {path}: it holds no {missing[0]} (weights only, e.g. encoder.pt or a "
-                        "VideoMAE/SMILE file?); start from it with --init, or --resume a run's checkpoint.pt")
+                        f"VideoMAE/SMILE file?); start from it with {start_option} {path}, or --resume a run's "
+                        f"{CHECKPOINT}")
+    found = training_kind(ckpt)
+    if found != kind:
+        raise UserError(f"cannot resume {path}: it is a {found} checkpoint, not a {kind} one; start from its "
+                        f"weights with {start_option} {path}, or --resume a {kind} run's {CHECKPOINT}")
     return ckpt
+
+
+def training_kind(ckpt: dict) -> str:
+    """Which run wrote a training checkpoint: "fine-tuning" (it names its classes) or "pretraining"."""
+    return "fine-tuning" if "classes" in ckpt else "pretraining"
 
 
 def resume_path(resume: str | None, out: str | Path) -> Path | None:
@@ -258,6 +284,11 @@ def resume_path(resume: str | None, out: str | Path) -> Path | None:
     if resume == "auto":
         return ckpt_path if ckpt_path.is_file() else None
     if resume not in (None, "none"):
+        if Path(resume).is_dir():
+            inside = Path(resume) / CHECKPOINT
+            give = f"--resume {inside}" if inside.is_file() else f"a run's {CHECKPOINT}"
+            raise UserError(f"--resume {resume} is a folder; give a checkpoint file ({give}), or --resume auto to "
+                            "continue the run in --out")
         return Path(resume)
     if ckpt_path.is_file():
         raise UserError(f"{out} already holds a run ({CHECKPOINT}); continue it with --resume auto or choose another --out")
@@ -265,11 +296,11 @@ def resume_path(resume: str | None, out: str | Path) -> Path | None:
 
 
 def restore_training_state(path: str | Path, cfg, fixed: tuple[str, ...], model: nn.Module, optimizer, scaler,
-                           steps: int) -> int:
-    """Continue a run from the checkpoint at `path`: the settings named in `fixed` must equal cfg's (the
-    checkpoint's "config"; one UserError line naming the first that differs), then the model, optimizer and
-    scaler states load. Returns its step, which must not be past the run's `steps`."""
-    ckpt = read_resume_checkpoint(path)
+                           steps: int, kind: str = "pretraining", start_option: str = "--init") -> int:
+    """Continue a `kind` run from the checkpoint at `path` (see read_resume_checkpoint): the settings named in
+    `fixed` must equal cfg's (the checkpoint's "config"; one UserError line naming the first that differs),
+    then the model, optimizer and scaler states load. Returns its step, which must not be past `steps`."""
+    ckpt = read_resume_checkpoint(path, kind, start_option)
     old = ckpt.get("config", {})
     for k in fixed:
         if k in old and old[k] != getattr(cfg, k):

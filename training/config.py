@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from generators.recipes import DEFAULT_RECIPE, get_recipe
+from smile_synth.config import MAX_FRAMES, MAX_SIZE, MAX_WORKERS, Bounds, check_bounds
 from smile_synth.errors import UserError
 
 from .distributed import PRECISIONS
@@ -18,6 +19,18 @@ SOURCES = ("synthetic", "natural", "mixed")
 # SMILE's (and VideoMAE's) K400 pretraining budget: 400 epochs, warmup 5% of the steps
 DEFAULT_EPOCHS = 400
 DEFAULT_BASE_LR = {"micro": 1.5e-3, "tiny": 1.5e-3, "small": 1.5e-4, "base": 1.5e-4, "large": 1.5e-4}
+
+AT_LEAST_1, SHARE = Bounds(1), Bounds(0, 1)
+# what each number may be (nan and inf never are); sizes whose product must fit in memory are checked by the trainer
+BOUNDS = {
+    "steps": AT_LEAST_1, "epoch_clips": AT_LEAST_1, "batch_size": AT_LEAST_1, "save_every": AT_LEAST_1,
+    "keep_every": AT_LEAST_1, "log_every": AT_LEAST_1, "sampling_rate": AT_LEAST_1,
+    "workers": Bounds(0, MAX_WORKERS), "frames": Bounds(2, MAX_FRAMES), "size": Bounds(16, MAX_SIZE),
+    "epochs": Bounds(0, open_low=True), "mask_ratio": Bounds(0, 1, open_low=True, open_high=True),
+    "traj_unmask_ratio": SHARE, "mix_ratio": SHARE, "max_bad_share": SHARE,
+    "object_threshold": Bounds(0, 1, open_low=True), "drop_path": Bounds(0, 1, open_high=True),
+    "lr": Bounds(0, open_low=True), "warmup": Bounds(0), "weight_decay": Bounds(0), "clip_grad": Bounds(0, open_low=True),
+}
 
 
 def check_render_device(name: str) -> torch.device:
@@ -110,26 +123,7 @@ class PretrainConfig:
                 get_recipe(name, self.recipe_set)                # a bad key or value fails here, in one line
         if self.steps is not None and self.epochs is not None:
             raise UserError("give --steps N or --epochs E, not both")
-        for name in ("steps", "epoch_clips", "batch_size", "workers", "save_every", "keep_every", "log_every", "sampling_rate"):
-            v = getattr(self, name)
-            if v is not None and v < (0 if name == "workers" else 1):
-                raise UserError(f"--{name.replace('_', '-')} {v} must be >= {0 if name == 'workers' else 1}")
-        if self.epochs is not None and self.epochs <= 0:
-            raise UserError(f"--epochs {self.epochs} must be > 0")
-        for name in ("mask_ratio", "traj_unmask_ratio", "mix_ratio", "max_bad_share"):
-            v = getattr(self, name)
-            if not 0 <= v <= 1:
-                raise UserError(f"--{name.replace('_', '-')} {v} must be in [0, 1]")
-        if not 0 < self.mask_ratio < 1:
-            raise UserError(f"--mask-ratio {self.mask_ratio} must be strictly between 0 and 1")
-        if not 0 < self.object_threshold <= 1:
-            raise UserError(f"--object-threshold {self.object_threshold} must be in (0, 1]")
-        if self.lr is not None and self.lr <= 0:
-            raise UserError(f"--lr {self.lr} must be > 0")
-        if self.warmup < 0:
-            raise UserError(f"--warmup {self.warmup} must be >= 0")
-        if self.clip_grad is not None and self.clip_grad <= 0:
-            raise UserError(f"--clip-grad {self.clip_grad} must be > 0")
+        check_bounds(self, BOUNDS)
         if self.render_device is not None:
             if not self.rendered_recipes:
                 raise UserError("--render-device renders clips from a recipe (--recipe, or --overlay on natural clips); "

@@ -12,6 +12,7 @@ import logging
 import math
 import sys
 from collections.abc import Iterable
+from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -19,7 +20,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from smile_synth.atomic import ensure_writable_folder, remove_stale_temporaries, write_json_atomic
-from smile_synth.config import to_dict
+from smile_synth.config import check_fits_in_memory, to_dict
+from smile_synth.locks import run_folder
 from smile_synth.plots import loss_curve
 
 from .checkpoint import CHECKPOINT, load_weights, restore_training_state, resume_path, save_atomic, save_encoder
@@ -48,18 +50,23 @@ RESUME_FIXED = ("preset", "frames", "size", "target", "teacher", "batch_size", "
 # ---- the run ----------------------------------------------------------------------------------
 
 def pretrain(cfg: PretrainConfig) -> dict:
-    """Run (or resume) a pretraining run into cfg.out. Returns the run summary."""
+    """Run (or resume) a pretraining run into cfg.out, holding its run-folder lock (rank 0; a second run
+    into the folder stops with one line). Returns the run summary."""
     with distributed_run() as d:
-        return _pretrain(cfg, d)
+        if d.main:
+            ensure_writable_folder(cfg.out)
+        with run_folder(cfg.out, "pretrain") if d.main else nullcontext():
+            return _pretrain(cfg, d)
 
 
 def _pretrain(cfg: PretrainConfig, d: Dist) -> dict:
     out = Path(cfg.out)
     resume_from = resume_path(cfg.resume, out)
     if d.main:
-        ensure_writable_folder(out)
         remove_stale_temporaries(out)   # half-written checkpoints of a killed run
     target, s = build_target_and_student(cfg, d.device)     # a teacher that cannot load fails before data work
+    check_fits_in_memory(f"one step's batch of {cfg.batch_size} clips of {s.frames} frames x {s.size} px",
+                         cfg.batch_size * 3 * s.frames * s.size ** 2 * 4, "lower --batch-size, --frames or --size")
     source = build_source(cfg, s)
     steps = total_steps(cfg, source, d.world)
     model = build_model(cfg, s, d.device)

@@ -8,10 +8,30 @@ cutmix 1.0, RandAugment rand-m7-n4-mstd0.5-inc1, random erasing 0.25, repeated a
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
+from smile_synth.config import MAX_FRAMES, MAX_SIZE, MAX_WORKERS, Bounds, check_bounds
 from smile_synth.errors import UserError
 from training.distributed import PRECISIONS
+
+DEFAULT_OUT = "runs/finetune"
+EVAL_SUFFIX = "-eval"      # --eval-only's default --out: the tested run's folder + this
+AT_LEAST_1, SHARE, BELOW_1 = Bounds(1), Bounds(0, 1), Bounds(0, 1, open_high=True)
+# what each number may be (nan and inf never are); sizes whose product must fit in memory are checked in run.py
+BOUNDS = {
+    "folds": Bounds(2), "fold": Bounds(0), "batch_size": AT_LEAST_1, "repeated_aug": AT_LEAST_1, "test_clips": AT_LEAST_1,
+    "test_crops": AT_LEAST_1, "windows": AT_LEAST_1, "save_every": AT_LEAST_1, "log_every": AT_LEAST_1,
+    "steps": AT_LEAST_1, "stride": AT_LEAST_1, "workers": Bounds(0, MAX_WORKERS),
+    "frames": Bounds(2, MAX_FRAMES), "size": Bounds(8, MAX_SIZE),
+    "epochs": Bounds(0, open_low=True), "lr": Bounds(0, open_low=True), "clip_grad": Bounds(0, open_low=True),
+    "min_lr": Bounds(0), "warmup_lr": Bounds(0), "warmup_epochs": Bounds(0), "weight_decay": Bounds(0),
+    "mixup": Bounds(0), "cutmix": Bounds(0),
+    "layer_decay": SHARE, "mixup_prob": SHARE, "mixup_switch_prob": SHARE, "reprob": SHARE, "max_bad_share": SHARE,
+    "drop_path": BELOW_1, "head_dropout": BELOW_1, "label_smoothing": BELOW_1,
+    "min_crop_scale": Bounds(0, 1, open_low=True),
+}
 
 
 @dataclass(frozen=True)
@@ -57,10 +77,11 @@ class FinetuneConfig:
     test_clips: int = 5                  # temporal clips per test video (labels task; SSv2-style data: 2)
     test_crops: int = 3                  # spatial crops per clip
     eval_only: bool = False              # test --checkpoint (a fine-tuned classifier) without training
+    allow_overlap: bool = False          # let --test-data share videos with --data (else one error line)
     # run
     precision: str = "auto"              # auto = bf16 autocast on GPU, fp32 on CPU
     workers: int = 2
-    out: str = "runs/finetune"
+    out: str | None = None               # None: DEFAULT_OUT; --eval-only: the tested run's folder + EVAL_SUFFIX
     save_every: int = 500                # checkpoint every N steps (and at the end)
     log_every: int = 10
     resume: str | None = "auto"          # auto = continue OUT/checkpoint.pt if present; none; or a path
@@ -86,36 +107,23 @@ class FinetuneConfig:
             raise UserError(f"unknown --preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         if self.eval_only and self.checkpoint is None:
             raise UserError("--eval-only tests a fine-tuned classifier: give it as --checkpoint")
-        for name, least in (("folds", 2), ("batch_size", 1), ("repeated_aug", 1), ("test_clips", 1), ("test_crops", 1),
-                            ("windows", 1), ("workers", 0), ("save_every", 1), ("log_every", 1), ("steps", 1),
-                            ("stride", 1), ("frames", 2), ("size", 8), ("fold", 0)):
-            v = getattr(self, name)
-            if v is not None and v < least:
-                raise UserError(f"--{name.replace('_', '-')} {v} must be >= {least}")
+        check_bounds(self, BOUNDS)
         if self.fold is not None and self.fold >= self.folds:
             raise UserError(f"--fold {self.fold} must be below --folds {self.folds}")
-        for name in ("epochs", "lr"):
-            if getattr(self, name) <= 0:
-                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)} must be > 0")
-        for name in ("min_lr", "warmup_lr", "warmup_epochs", "weight_decay", "mixup", "cutmix"):
-            if getattr(self, name) < 0:
-                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)} must be >= 0")
-        for name in ("layer_decay", "mixup_prob", "mixup_switch_prob", "reprob", "max_bad_share"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)} must be in [0, 1]")
-        for name in ("drop_path", "head_dropout", "label_smoothing"):
-            if not 0 <= getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)} must be in [0, 1)")
         if self.mixes and not self.eval_only and self.batch_size * self.repeated_aug < 2:
             raise UserError("mixup/cutmix pair the clips of a batch: --batch-size x --repeated-aug must be >= 2 "
                             "(or --mixup-prob 0)")
-        if self.clip_grad is not None and self.clip_grad <= 0:
-            raise UserError(f"--clip-grad {self.clip_grad} must be > 0")
-        if not 0 < self.min_crop_scale <= 1:
-            raise UserError(f"--min-crop-scale {self.min_crop_scale} must be in (0, 1]")
         if self.augment_spec is not None:
             check_rand_augment(self.augment_spec)
-        return self
+        return self if self.out is not None else dataclasses.replace(self, out=self.default_out)
+
+    @property
+    def default_out(self) -> str:
+        """--out when not given: runs/finetune, or for --eval-only a new folder beside the run it tests
+        (RUN-eval), so testing never writes into that run."""
+        if not self.eval_only:
+            return DEFAULT_OUT
+        return f"{evaluated_run(self.checkpoint)}{EVAL_SUFFIX}"
 
     @property
     def sampling_stride(self) -> int:
@@ -129,6 +137,15 @@ class FinetuneConfig:
     @property
     def mixes(self) -> bool:
         return self.mixup_prob > 0 and (self.mixup > 0 or self.cutmix > 0)
+
+
+def evaluated_run(checkpoint: str) -> Path:
+    """The run folder --eval-only tests: the --checkpoint folder, or the folder of one of a run's own files
+    (classifier.safetensors, checkpoint.pt, ...); any other weights file stands for itself (suffix dropped)."""
+    from training.checkpoint import RUN_FILES
+    path = Path(checkpoint)
+    run = path if path.is_dir() else path.parent if path.name in RUN_FILES else path.with_suffix("")
+    return run if run.name else run.resolve()     # "." -> the current folder's own name
 
 
 def check_rand_augment(spec: str) -> None:

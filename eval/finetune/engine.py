@@ -8,6 +8,7 @@ test_views: softmax averaged over the clips x crops views of each test example.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from training.targets import normalize, to_unit_video
 from ..features import ExampleSpec, item_views, video_examples
 from ..tasks import Example
 
+log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class Loop:
@@ -134,6 +136,7 @@ def test_examples(items: list[VideoItem], task: str, frames: int, stride: int, w
             out += video_examples(task, i, item, frames, stride, windows, clips)
         except BadVideo as e:
             skipped[str(item.path)] = str(e)
+            log.warning("skipped test video %s", e)
     return out, skipped
 
 
@@ -158,6 +161,7 @@ def test_views(model: torch.nn.Module, items: list[VideoItem], examples: list[Ex
             views = item_views(items[it], [examples[k] for k in ks], spec)          # (E, V, T, S, S, 3)
         except BadVideo as e:
             skipped[str(items[it].path)] = str(e)
+            log.warning("skipped test video %s", e)
             continue
         E, V = views.shape[:2]
         flat = views.reshape(E * V, *views.shape[2:])

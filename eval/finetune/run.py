@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import math
 import sys
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,12 +20,14 @@ import numpy as np
 import torch
 
 from smile_synth.atomic import ensure_writable_folder, remove_stale_temporaries, write_json_atomic
-from smile_synth.config import to_dict
+from smile_synth.config import check_fits_in_memory, to_dict
 from smile_synth.errors import UserError
+from smile_synth.locks import run_folder
 from smile_synth.video import VideoItem, by_class_name, folder_classes
 from training.checkpoint import (
     CHECKPOINT,
     CLASSIFIER_SAFETENSORS,
+    ENCODER,
     checkpoint_classes,
     checkpoint_student,
     read_checkpoint,
@@ -43,7 +46,7 @@ from ..features import ExampleSpec
 from ..probes import topk_accuracy
 from ..splits import check_disjoint, group_folds, source_group
 from ..tasks import TASKS
-from .config import FinetuneConfig
+from .config import FinetuneConfig, evaluated_run
 from .data import ClipAugment, StepBatches, TrainClips, collate, steps_per_epoch, train_entries
 from .engine import Loop, test_examples, test_views, train_loop
 from .model import VideoClassifier, load_into_classifier
@@ -61,22 +64,42 @@ class Split:
     out: Path
     train: list[VideoItem]
     test: list[VideoItem]
+    folds: int = 0                 # folds by source video the data makes (0: no folds)
 
 
 # ---- the command --------------------------------------------------------------------------------
 
 def finetune(cfg: FinetuneConfig) -> dict:
-    """Fine-tune (or with eval_only, test) into cfg.out; returns the metrics (also OUT/metrics.json)."""
+    """Fine-tune (or with eval_only, test) into cfg.out, holding its run-folder lock (rank 0; a second run
+    into the folder stops with one line; --fold K runs lock only their fold); returns the metrics (also
+    OUT/metrics.json)."""
     cfg = cfg.validate()
+    check_eval_out(cfg)
+    fold = f"fold-{cfg.fold}" if cfg.fold is not None and cfg.test_data is None and not cfg.eval_only else None
     with distributed_run() as d:
-        return _finetune(cfg, d)
+        if d.main:
+            ensure_writable_folder(cfg.out)
+        with run_folder(cfg.out, "finetune", fold) if d.main else nullcontext():
+            return _finetune(cfg, d)
+
+
+def check_eval_out(cfg: FinetuneConfig) -> None:
+    """--eval-only never writes into a training run: not the run it tests, nor any folder holding a run's
+    checkpoint or classifier (one UserError)."""
+    if not cfg.eval_only:
+        return
+    out, run = Path(cfg.out), evaluated_run(cfg.checkpoint)
+    holds_run = any((out / name).is_file() for name in (CHECKPOINT, CLASSIFIER_SAFETENSORS, ENCODER)) or \
+        any(out.glob(f"fold-*/{CLASSIFIER_SAFETENSORS}"))
+    if out.resolve() == run.resolve() or holds_run:
+        raise UserError(f"--eval-only would write its metrics.json and confusion.png into {out}, which holds a "
+                        f"run's results; give another --out (without --out it writes to {cfg.default_out})")
 
 
 def _finetune(cfg: FinetuneConfig, d: Dist) -> dict:
     out = Path(cfg.out)
-    if d.main:
-        ensure_writable_folder(out)
     student, source, ckpt = classifier_student(cfg)
+    check_memory(cfg, student)
     items = labelled_items(cfg.data, cfg.task)
     # a test set may hold a single class; the classifier's classes come from --data (or the checkpoint)
     test_items = labelled_items(cfg.test_data, cfg.task, "--test-data", min_classes=1) if cfg.test_data else None
@@ -84,6 +107,8 @@ def _finetune(cfg: FinetuneConfig, d: Dist) -> dict:
     if TASKS[cfg.task].needs_labels:        # folders of classes: the same class name, the same index everywhere
         items = by_class_name(items, cfg.data, classes, "--data")
         test_items = by_class_name(test_items, cfg.test_data, classes, "--test-data") if test_items else None
+    if test_items is not None and not cfg.eval_only:
+        check_train_test(cfg, items, test_items)
     results = [run_split(cfg, d, split, student, classes, source, ckpt) for split in make_splits(cfg, items, test_items)]
     metrics = metrics_of(cfg, results, classes, student, source)
     if d.main:
@@ -115,6 +140,38 @@ def classifier_student(cfg: FinetuneConfig) -> tuple[StudentConfig, dict, dict |
     return dataclasses.replace(base, drop_path=cfg.drop_path, **overrides).validate(), source, ckpt
 
 
+def check_memory(cfg: FinetuneConfig, s: StudentConfig) -> None:
+    """One UserError when a training step's clips, or one test video's views, cannot fit in memory."""
+    clip = 3 * s.frames * s.size ** 2
+    if not cfg.eval_only:
+        check_fits_in_memory(f"one step's batch of {cfg.batch_size} x {cfg.repeated_aug} clips of {s.frames} frames "
+                             f"x {s.size} px", cfg.batch_size * cfg.repeated_aug * clip * 4,
+                             "lower --batch-size, --repeated-aug, --frames or --size")
+    task = TASKS[cfg.task]
+    examples = 1 if task.needs_labels else cfg.windows * len(task.class_names)
+    views = examples * (cfg.test_clips if task.needs_labels else 1) * cfg.test_crops
+    check_fits_in_memory(f"one test video's {views} views of {s.frames} frames x {s.size} px", views * clip,
+                         "lower --test-clips, --test-crops, --windows, --frames or --size")
+
+
+def check_train_test(cfg: FinetuneConfig, items: list[VideoItem], test_items: list[VideoItem]) -> None:
+    """Given lists: no video in both (unless --allow-overlap), and no test label the training data lacks
+    (the classifier could never predict it). One UserError each."""
+    train_paths = {Path(it.path).resolve() for it in items}
+    shared = [it.path for it in test_items if Path(it.path).resolve() in train_paths]
+    if shared and not cfg.allow_overlap:
+        raise UserError(f"{len(shared)} of the {len(test_items)} --test-data videos are also in --data (first: "
+                        f"{shared[0]}); a test on training videos says nothing of new ones: remove them from one "
+                        "list, or pass --allow-overlap")
+    if TASKS[cfg.task].needs_labels:
+        unseen = sorted({it.label for it in test_items} - {it.label for it in items})
+        if unseen:
+            raise UserError(f"--test-data {cfg.test_data} has labels that no --data video has "
+                            f"({', '.join(map(str, unseen[:5]))}{', ...' if len(unseen) > 5 else ''}); the "
+                            "classifier cannot learn them: add training videos of those classes, or remove them "
+                            "from the test list")
+
+
 def class_names(cfg: FinetuneConfig, items: list[VideoItem], test_items: list[VideoItem] | None, source: dict) -> list[str]:
     """The classes: the task's (motion tasks), a classifier checkpoint's (--eval-only), the subfolder
     names of a folder of classes, else the label numbers of the lists."""
@@ -144,6 +201,9 @@ def make_splits(cfg: FinetuneConfig, items: list[VideoItem], test_items: list[Vi
     labels = np.array([it.label or 0 for it in items])
     fold = group_folds(groups, labels, cfg.folds, cfg.seed)
     k = int(fold.max()) + 1
+    if k < cfg.folds:
+        log.warning("--folds %d: the data's %d source videos make only %d folds; running %d-fold", cfg.folds,
+                    len(set(groups)), k, k)
     chosen = range(k) if cfg.fold is None else [cfg.fold]
     splits = []
     for f in chosen:
@@ -151,7 +211,7 @@ def make_splits(cfg: FinetuneConfig, items: list[VideoItem], test_items: list[Vi
             raise UserError(f"--fold {f}: the data's {len(set(groups))} source videos make only {k} folds")
         check_disjoint(groups, fold != f, fold == f)
         splits.append(Split(f"fold-{f}", out / f"fold-{f}", [it for it, g in zip(items, fold) if g != f],
-                            [it for it, g in zip(items, fold) if g == f]))
+                            [it for it, g in zip(items, fold) if g == f], k))
     return splits
 
 
@@ -178,17 +238,28 @@ def run_split(cfg: FinetuneConfig, d: Dist, split: Split, s: StudentConfig, clas
         if not entries:
             raise UserError(f"--data {cfg.data}: none of the {len(split.train)} training videos of {split.name or 'the split'} "
                             "can be used (unreadable or too short); see the warnings above")
+        if len(skipped) > cfg.max_bad_share * len(split.train):
+            raise UserError(f"--data {cfg.data}: {len(skipped)} of the {len(split.train)} training videos"
+                            f"{' of ' + split.name if split.name else ''} are unreadable or too short (more than "
+                            f"--max-bad-share {cfg.max_bad_share}; first: {first_skipped(skipped)}); fix or "
+                            "remove them, or raise --max-bad-share")
         n_train, steps = len(entries), train(cfg, d, split, model, entries, s, amp, source, classes)
     spec = ExampleSpec(cfg.task, s.frames, s.size, stride, cfg.windows, cfg.test_clips, cfg.test_crops)
     examples, test_skipped = test_examples(split.test, cfg.task, s.frames, stride, cfg.windows, cfg.test_clips)
     probs, labels, view_skipped = test_views(model, split.test, examples, spec, d, amp, progress=cfg.progress)
     skipped = {**skipped, **test_skipped, **view_skipped}
-    result = {"split": split.name, "probs": probs, "labels": labels, "n_train_clips": n_train, "steps": steps,
+    result = {"split": split.name, "folds": split.folds, "probs": probs, "labels": labels, "n_train_clips": n_train, "steps": steps,
               "n_train_videos": len(split.train), "clips_seen": steps * cfg.batch_size * cfg.repeated_aug * d.world,
               "skipped": skipped, "n_test_videos": len(split.test)}
     if split.name and d.main:
         write_json_atomic(split.out / METRICS, metrics_of(cfg, [result], classes, s, source))
     return result
+
+
+def first_skipped(skipped: dict[str, str]) -> str:
+    """'PATH: why' of the first skipped video (the why may already name the path)."""
+    path, why = next(iter(skipped.items()))
+    return why if path in why else f"{path}: {why}"
 
 
 def schedule(cfg: FinetuneConfig, n_entries: int, world: int) -> tuple[int, int, float]:
@@ -290,7 +361,8 @@ def resume(cfg: FinetuneConfig, out: Path, model, optimizer, scaler, steps: int,
     path = resume_path(cfg.resume, out)
     if path is None:
         return 0
-    start = restore_training_state(path, cfg, RESUME_FIXED, model, optimizer, scaler, steps)
+    start = restore_training_state(path, cfg, RESUME_FIXED, model, optimizer, scaler, steps,
+                                   kind="fine-tuning", start_option="--checkpoint")
     if d.main and start:
         log.warning("resuming %s at step %d", path, start)
     return start
@@ -321,7 +393,7 @@ def metrics_of(cfg: FinetuneConfig, results: list[dict], classes: list[str], s: 
     skipped = {k: v for r in results for k, v in r["skipped"].items()}
     views = {"clips": cfg.test_clips if cfg.task == "labels" else 1, "crops": cfg.test_crops}
     split = ("given train/test lists" if cfg.test_data else "eval-only on --data") if not results[0]["split"] else \
-        f"{cfg.folds}-fold by source video" + (f" (fold {cfg.fold} only)" if cfg.fold is not None else "")
+        f"{results[0]['folds']}-fold by source video" + (f" (fold {cfg.fold} only)" if cfg.fold is not None else "")
     return {
         "task": cfg.task, "probe": "finetune", "seed": cfg.seed, "split": split,
         "top1": topk_accuracy(probs, labels, 1), "top5": topk_accuracy(probs, labels, 5) if n > 5 else None,

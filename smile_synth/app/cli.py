@@ -26,10 +26,18 @@ class Commands(click.Group):
     """The command group; maps the library's UserError to AppError (the only place that does)."""
 
     def invoke(self, ctx: click.Context):
+        from smile_synth.atomic import is_disk_full
+
         try:
             return super().invoke(ctx)
         except UserError as e:
             raise AppError(e.one_line()) from None
+        except Exception as e:   # a full disk in a writer that does not say so itself: still one line
+            if not is_disk_full(e):
+                raise
+            where = getattr(e, "filename", None)
+            raise AppError(f"disk full{f' while writing {where}' if where else ''} ({e}); free space or choose "
+                           "another output folder, then rerun the same command") from None
 
 
 # ---- defaults and choices come from the configs and registries, read when needed ----------------
@@ -461,9 +469,11 @@ finetune_option = config_option(FINETUNE)
 @finetune_option("--test-clips", type=int, help="Temporal clips per test video (labels task).")
 @finetune_option("--test-crops", type=int, help="Spatial crops per test clip.")
 @finetune_option("--eval-only", is_flag=True, help="Test the fine-tuned classifier given as --checkpoint; no training.")
+@finetune_option("--allow-overlap", is_flag=True, help="Let --test-data share videos with --data (else an error).")
 @finetune_option("--precision", type=RegistryChoice("training.distributed:PRECISIONS"), help="auto: bf16 on GPU, fp32 on CPU.")
 @finetune_option("--workers", type=int, help="DataLoader workers per process.")
-@finetune_option("--out", help="Run folder: checkpoint.pt, log.jsonl, classifier.safetensors, metrics.json, confusion.png.")
+@finetune_option("--out", help="Run folder: checkpoint.pt, log.jsonl, classifier.safetensors, metrics.json, confusion.png "
+                 "[default: runs/finetune; --eval-only: a new folder beside the tested run, RUN-eval].")
 @finetune_option("--save-every", type=int, help="Checkpoint every N steps.")
 @finetune_option("--log-every", type=int, help="Write log.jsonl every N steps.")
 @finetune_option("--resume", help="auto (continue OUT/checkpoint.pt if any), none, or a checkpoint path.")
@@ -479,7 +489,7 @@ def finetune(quiet, **options) -> None:
     cfg = FinetuneConfig(**given(options), **({"progress": False} if quiet else {}))
     m = run(cfg)
     if _env_int("RANK", 0) == 0:
-        click.echo(f"{summary_line(m)} -> {Path(cfg.out) / 'metrics.json'}")
+        click.echo(f"{summary_line(m)} -> {Path(m['config']['out']) / 'metrics.json'}")
 
 
 @cli.command()

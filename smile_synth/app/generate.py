@@ -16,7 +16,6 @@ depend only on the arguments, not on the worker count, rank split or resume hist
 """
 from __future__ import annotations
 
-import errno
 import logging
 import multiprocessing as mp
 import signal
@@ -31,7 +30,7 @@ from tqdm import tqdm
 from generators import prepare, render_clip
 from generators.recipes import Recipe
 
-from smile_synth.atomic import ensure_writable_folder, temporaries_of, write_json_atomic
+from smile_synth.atomic import disk_full_error, ensure_writable_folder, is_disk_full, temporaries_of, write_json_atomic
 from smile_synth.clip import check_geometry
 from smile_synth.errors import UserError
 from smile_synth.locks import FolderLocks
@@ -159,7 +158,7 @@ def claim_dataset(out: Path, spec: dict[str, Any], locks: FolderLocks) -> None:
     """Check or create OUT/dataset.json under the `dataset` lock, refuse foreign shards, and hold the
     `run` lock shared for the rest of this command."""
     spec_path = out / DATASET
-    locks.acquire("dataset")
+    locks.acquire("dataset", on_wait=waiting_notice(out))
     try:
         old = read_json(spec_path) if spec_path.is_file() else None
         if old is not None and old != spec:
@@ -179,6 +178,19 @@ def claim_dataset(out: Path, spec: dict[str, Any], locks: FolderLocks) -> None:
         locks.acquire("run", shared=True)
     finally:
         locks.release("dataset")
+
+
+def waiting_notice(out: Path):
+    """on_wait for FolderLocks.acquire: one warning per other process this command waits for (a suspended
+    generate holds its locks until it is resumed or ends), so a wait is never silent."""
+    told: set[str] = set()
+
+    def notice(holder: str) -> None:
+        if holder not in told:
+            told.add(holder)
+            log.warning("waiting for another generate writing %s (%s); it continues when that one finishes "
+                        "(or is stopped)", out, holder)
+    return notice
 
 
 def remove_shard_temporaries(out: Path, shard: int) -> None:
@@ -204,7 +216,7 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict[str, Any]:
         with FolderLocks(out) as locks:
             claim_dataset(out, spec, locks)
             failed, total_clips = _write_my_shards(out, cfg, locks, progress)
-            locks.acquire("dataset")   # one manifest writer at a time, each seeing every finished shard
+            locks.acquire("dataset", on_wait=waiting_notice(out))   # one manifest writer at a time, each seeing every finished shard
             manifest = build_manifest(out, spec)
             write_json_atomic(out / MANIFEST, manifest)
     except KeyboardInterrupt:
@@ -225,11 +237,12 @@ def _write_my_shards(out: Path, cfg: GenerateConfig, locks: FolderLocks, progres
     failed: list[tuple[int, str]] = []
     total_clips = 0
     remaining = my_shards(cfg)
+    notice = waiting_notice(out)
     while remaining:
         todo = [s for s in remaining if not shard_complete(out, s)]
         mine = [s for s in todo if locks.acquire(f"shard-{s:06d}", wait=False)]
         if todo and not mine:   # another live command writes these: wait for it, then look again
-            locks.acquire(f"shard-{todo[0]:06d}")
+            locks.acquire(f"shard-{todo[0]:06d}", on_wait=notice)
             locks.release(f"shard-{todo[0]:06d}")
             remaining = todo
             continue
@@ -287,10 +300,10 @@ def _write_shard(out: Path, cfg: GenerateConfig, shard: int, results, bar) -> li
         write_json_atomic(sidecar_path(out / shard_name(shard)), side)
         writer.commit()
     except OSError as e:
+        written = writer.tmp.stat().st_size if writer.tmp.is_file() else None
         writer.abort()
-        if e.errno == errno.ENOSPC:
-            raise UserError(f"disk full while writing {writer.path}; free space or choose another --out, "
-                            "then rerun the same command to resume") from None
+        if is_disk_full(e):
+            raise disk_full_error(writer.path, written=written) from None
         raise UserError(f"cannot write {writer.path} ({e.strerror}); check --out and rerun to resume") from None
     except BaseException:
         writer.abort()
