@@ -6,7 +6,8 @@
 
 Clip i is painted from plan_clip(recipe, seed, i), the draws render_clip makes, so it has the same
 objects on the same paths as render_clip's clip i; only the rasteriser differs (bilinear sampling by
-grid_sample instead of OpenCV's fixed-point warps: a level or two at edges, PSNR > 30 dB).
+grid_sample instead of OpenCV's fixed-point warps, rounding once instead of at each uint8 step: a
+level or two at edges; over 55 dB PSNR and 0.99 mask IoU against render_clip).
 
 Plans are stacked into arrays (BatchPlan, numpy: cheap to pickle from DataLoader workers); the
 device then paints every clip of the batch at once:
@@ -15,8 +16,8 @@ device then paints every clip of the batch at once:
   camera view (z picks the slice; volumes blend neighbouring slices). Black, solid and gradient
   backgrounds are computed in place.
 - objects: one bilinear grid_sample per object layer for the whole batch (sprites come with the plan:
-  they are per-clip draws), composited back to front with the compositor's rounding and its
-  ownership rule (a pixel is object k's when k gives more than half its final colour).
+  they are per-clip draws), composited back to front with the compositor's ownership rule (a pixel
+  is object k's when k gives more than half its final colour).
 """
 from __future__ import annotations
 
@@ -263,7 +264,6 @@ def gradient_at(xy: torch.Tensor, gradient: torch.Tensor, canvas: int) -> torch.
 def paint_backgrounds(plan: BatchPlan, device: torch.device) -> torch.Tensor:
     """float32 (B, 3, Tr, S, S) background values 0..255 (integers, as the uint8 backgrounds are)."""
     B, S, Tr = len(plan.kind), plan.size, plan.drawn_frames
-    kind = torch.from_numpy(plan.kind).to(device).long()
     colour = torch.from_numpy(plan.colour).to(device).float()
     video = colour.view(B, 3, 1, 1, 1).expand(B, 3, Tr, S, S).clone()              # solid; black is 0
     textured = np.flatnonzero(plan.kind >= KINDS.index("gradient"))
@@ -273,9 +273,9 @@ def paint_backgrounds(plan: BatchPlan, device: torch.device) -> torch.Tensor:
     xy = map_pixels(camera, S)                                                     # (n, Tr, S, S, 2)
     grad = np.flatnonzero(plan.kind[textured] == KINDS.index("gradient"))
     if len(grad):
-        g = torch.from_numpy(grad).to(device)
-        src = reflect101(xy[g], torch.tensor(2.0 * S, device=device))
-        video[torch.from_numpy(textured[grad]).to(device)] = gradient_at(src, torch.from_numpy(plan.gradient[textured[grad]]).to(device), 2 * S)
+        src = reflect101(xy[torch.from_numpy(grad).to(device)], torch.tensor(2.0 * S, device=device))
+        colours = torch.from_numpy(plan.gradient[textured[grad]]).to(device)
+        video[torch.from_numpy(textured[grad]).to(device)] = gradient_at(src, colours, 2 * S)
     sampled = np.flatnonzero(plan.kind[textured] != KINDS.index("gradient"))
     if len(sampled):
         rows = textured[sampled]
