@@ -5,6 +5,9 @@ import json
 from pathlib import Path
 
 from .atomic import replacing
+from .errors import printable
+
+TICK_CHARS = 24           # a class name on an axis: at most this many characters
 
 
 def pyplot():
@@ -70,8 +73,11 @@ def confusion_picture(matrix, class_names: list[str], out: str | Path, title: st
     im = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
     ticks = range(n) if n <= 40 else range(0, n, max(1, n // 20))
-    ax.set_xticks(list(ticks), [class_names[i] for i in ticks], rotation=90 if n > 6 else 0, fontsize=8)
-    ax.set_yticks(list(ticks), [class_names[i] for i in ticks], fontsize=8)
+    # names may come from a downloaded file: escaped, cut, and `$` kept from starting mathtext
+    names = [printable(class_names[i][:TICK_CHARS] + "…" * (len(class_names[i]) > TICK_CHARS)).replace("$", r"\$")
+             for i in ticks]
+    ax.set_xticks(list(ticks), names, rotation=90 if n > 6 else 0, fontsize=8)
+    ax.set_yticks(list(ticks), names, fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     if n <= 20:

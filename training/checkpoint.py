@@ -13,6 +13,12 @@ its weights file is accepted wherever a checkpoint is: `resolve_weights_file` fi
 `read_checkpoint` converts its names to ours (training/hf.py) and its config.json to our "student" (and
 a classifier's id2label to our "classifier"), so the loaders below check its geometry as ours. Reading
 one needs no transformers install.
+
+Every file is untrusted input. A file is identified by its first bytes (zip, pickle, safetensors) before
+anything reads it; a config.json or a "student" entry goes through StudentConfig.validate (types, bounds,
+divisibility; the message names the file and the field) and must fit the weights (check_fits_weights:
+width, patch, tubelet, MLP width, and as many blocks as the weights hold); weights must have the model's
+floating-point dtypes; class names are cut to MAX_LABEL_CHARS.
 """
 from __future__ import annotations
 
@@ -253,6 +259,45 @@ def _from_transformers(path: Path, ckpt: dict) -> dict:
         if classifier and classifier.get("num_classes") == out["model"]["head.weight"].shape[0]:
             out["classifier"] = classifier
     return out
+
+
+def _block_count(weights: dict[str, torch.Tensor], prefix: str) -> int:
+    """1 + the highest N of the `prefix`N.* names (0 without any): how many blocks the weights hold."""
+    found = [int(m[1]) for k in weights if (m := re.match(re.escape(prefix) + r"(\d+)\.", k))]
+    return 1 + max(found) if found else 0
+
+
+def check_fits_weights(cfg, weights: dict[str, torch.Tensor], where: str, names: dict[str, str], path: Path,
+                       hint: str = "") -> None:
+    """One UserError when the geometry `cfg` (a StudentConfig read from `where`, whose name for each field is
+    in `names`) disagrees with what the weights of `path` (our names) fix: width, tubelet and patch (the
+    patch embedding), the number of blocks (a config with fewer would silently drop the rest), the MLP
+    width, and the decoder's width and blocks when there is a decoder. `hint` ends the message."""
+    encoder = encoder_weights(weights)
+
+    def refuse(field: str, value, found: str):
+        raise UserError(f"{where}: {names.get(field, field)} {value} does not match the weights in {path}, which "
+                        f"{found}{hint}")
+
+    embed = encoder.get("patch_embed.proj.weight")                    # (C, 3, tubelet, patch, patch)
+    if embed is not None and embed.ndim == 5:
+        for field, found, what in (("dim", embed.shape[0], "wide"), ("tubelet", embed.shape[2], "frames a tubelet"),
+                                   ("patch", embed.shape[3], "px patches")):
+            if getattr(cfg, field) != found:
+                refuse(field, getattr(cfg, field), f"are {found} {what}" if field == "dim" else f"take {found} {what}")
+    depth = _block_count(encoder, "blocks.")
+    if depth and depth != cfg.depth:
+        refuse("depth", cfg.depth, f"hold {depth} blocks")
+    fc1 = encoder.get("blocks.0.mlp.fc1.weight")                      # (C x mlp_ratio, C)
+    if fc1 is not None and fc1.ndim == 2 and fc1.shape[0] != int(cfg.dim * cfg.mlp_ratio):
+        refuse("mlp_ratio", f"{cfg.mlp_ratio:g} (an MLP {int(cfg.dim * cfg.mlp_ratio)} wide)",
+               f"have {fc1.shape[0]}-wide MLPs")
+    to_decoder = weights.get("encoder_to_decoder.weight")              # (D, C)
+    if to_decoder is not None and to_decoder.ndim == 2 and to_decoder.shape[0] != cfg.decoder_dim:
+        refuse("decoder_dim", cfg.decoder_dim, f"have a {to_decoder.shape[0]}-wide decoder")
+    decoder_depth = _block_count(weights, "decoder.blocks.")
+    if decoder_depth and decoder_depth != cfg.decoder_depth:
+        refuse("decoder_depth", cfg.decoder_depth, f"hold {decoder_depth} decoder blocks")
 
 
 def read_resume_checkpoint(path: str | Path, kind: str = "pretraining", start_option: str = "--init") -> dict:

@@ -2,7 +2,8 @@
 
 Nothing here imports transformers (only `require_transformers` does, when asked): reading a transformers
 folder needs only its config.json and safetensors; writing one (smile_synth/app/export.py) builds the
-config with transformers' own VideoMAEConfig.
+config with transformers' own VideoMAEConfig. A config.json is untrusted: `student_from_config` is the one
+place that reads it, through StudentConfig.validate, its messages naming config.json's keys (HF_NAMES).
 
 The three transformers classes and our three layouts:
 
@@ -30,13 +31,14 @@ Known deviation: transformers builds `fc_norm` and the decoder's `norm` as Layer
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import torch
 
-from smile_synth.errors import UserError
+from smile_synth.errors import UserError, shown
 
-from .models import StudentConfig
+from .models import MAX_MLP_RATIO, StudentConfig
 
 INSTALL_HINT = 'pip install -e ".[hf]"'
 MODEL_TYPE = "videomae"
@@ -87,40 +89,65 @@ def videomae_config(cfg: StudentConfig, mean_pooling: bool, norm_pix_loss: bool 
             "decoder_intermediate_size": int(cfg.decoder_dim * cfg.mlp_ratio)}
 
 
-def _square(value, what: str, where: str) -> int:
-    """An int size from transformers' int or [h, w]; ours are square."""
+# our StudentConfig field -> (its config.json key, transformers' default when the key is absent)
+HF_GEOMETRY = {"size": ("image_size", 224), "frames": ("num_frames", 16), "patch": ("patch_size", 16),
+               "tubelet": ("tubelet_size", 2), "dim": ("hidden_size", 768), "depth": ("num_hidden_layers", 12),
+               "heads": ("num_attention_heads", 12), "decoder_dim": ("decoder_hidden_size", 384),
+               "decoder_depth": ("decoder_num_hidden_layers", 4),
+               "decoder_heads": ("decoder_num_attention_heads", 6)}
+HF_INTERMEDIATE = {"dim": ("intermediate_size", 3072), "decoder_dim": ("decoder_intermediate_size", 1536)}
+# how messages name each field when it came from a config.json (StudentConfig.validate's `names`)
+HF_NAMES = {**{ours: key for ours, (key, _) in HF_GEOMETRY.items()},
+            "mlp_ratio": "intermediate_size / hidden_size", "target_dim": "3 x tubelet_size x patch_size^2"}
+
+
+def _square(value, what: str, where: str):
+    """A size from transformers' int or [h, w] (ours are square); its type is checked by StudentConfig.validate."""
     if isinstance(value, (list, tuple)):
         if len(value) != 2 or value[0] != value[1]:
-            raise UserError(f"{where}: {what} {list(value)} is not square; only square frames and patches "
+            raise UserError(f"{where}: {what} {shown(value)} is not square; only square frames and patches "
                             "are supported")
         value = value[0]
-    return int(value)
+    return value
 
 
-def student_from_config(config: dict, where: str = "config.json") -> dict:
-    """StudentConfig fields (a dict) of a transformers VideoMAEConfig dict (config.json); one UserError for
-    what our models cannot represent."""
+def _intermediate(config: dict, width: str, cfg: StudentConfig, where: str) -> int:
+    """config.json's MLP width for the encoder (`width` "dim") or decoder ("decoder_dim"): a whole number
+    from 1 to MAX_MLP_RATIO x that width, else one UserError naming the key."""
+    key, default = HF_INTERMEDIATE[width]
+    value, most = config.get(key, default), int(MAX_MLP_RATIO * getattr(cfg, width))
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= most:
+        raise UserError(f"{where}: {key} {shown(value)} must be a whole number from 1 to {most} "
+                        f"({MAX_MLP_RATIO:g} x {HF_NAMES[width]})")
+    return value
+
+
+def missing_geometry(config: dict) -> list[str]:
+    """The geometry keys a config.json lacks (transformers fills in its defaults, a base model's)."""
+    keys = [key for key, _ in HF_GEOMETRY.values()] + [key for key, _ in HF_INTERMEDIATE.values()]
+    return [key for key in keys if key not in config]
+
+
+def student_from_config(config: dict, where: str = "config.json") -> StudentConfig:
+    """The StudentConfig of a transformers VideoMAEConfig dict (config.json), validated (the same checks as
+    every student's, the messages naming config.json's keys); one UserError for a bad value or what our
+    models cannot represent. Absent keys take transformers' defaults."""
     if config.get("model_type") != MODEL_TYPE:
-        raise UserError(f"{where} is a transformers {config.get('model_type')!r} model, not VideoMAE; "
-                        "only VideoMAE folders can be read")
-    get = lambda key, default: config.get(key, default)   # noqa: E731 - transformers' defaults
-    if get("num_channels", 3) != 3:
-        raise UserError(f"{where}: num_channels {config['num_channels']}, only RGB (3) is supported")
-    if get("hidden_act", "gelu") != "gelu":
-        raise UserError(f"{where}: hidden_act {config['hidden_act']!r}, only gelu is supported")
-    dim, decoder_dim = int(get("hidden_size", 768)), int(get("decoder_hidden_size", 384))
-    mlp_ratio = int(get("intermediate_size", 3072)) / dim
-    if int(get("decoder_intermediate_size", 1536)) != int(decoder_dim * mlp_ratio):
-        raise UserError(f"{where}: decoder_intermediate_size {config['decoder_intermediate_size']} is not "
-                        f"{mlp_ratio:g} x decoder_hidden_size {decoder_dim} (the encoder's ratio), which is all "
-                        "ours support")
-    patch, tubelet = _square(get("patch_size", 16), "patch_size", where), int(get("tubelet_size", 2))
-    return {"size": _square(get("image_size", 224), "image_size", where), "frames": int(get("num_frames", 16)),
-            "patch": patch, "tubelet": tubelet, "dim": dim, "depth": int(get("num_hidden_layers", 12)),
-            "heads": int(get("num_attention_heads", 12)), "decoder_dim": decoder_dim,
-            "decoder_depth": int(get("decoder_num_hidden_layers", 4)),
-            "decoder_heads": int(get("decoder_num_attention_heads", 6)), "mlp_ratio": mlp_ratio, "drop_path": 0.0,
-            "target_dim": 3 * tubelet * patch ** 2}
+        raise UserError(f"{where} is a transformers {shown(config.get('model_type'))} model, not "
+                        "VideoMAE; only VideoMAE folders can be read")
+    if config.get("num_channels", 3) != 3:
+        raise UserError(f"{where}: num_channels {shown(config['num_channels'])}, only RGB (3) is supported")
+    if config.get("hidden_act", "gelu") != "gelu":
+        raise UserError(f"{where}: hidden_act {shown(config['hidden_act'])}, only gelu is supported")
+    raw = {ours: config.get(key, default) for ours, (key, default) in HF_GEOMETRY.items()}
+    raw.update(size=_square(raw["size"], "image_size", where), patch=_square(raw["patch"], "patch_size", where))
+    cfg = StudentConfig(**raw, drop_path=0.0).validate(where, HF_NAMES)          # sizes are whole numbers now
+    mlp_ratio = _intermediate(config, "dim", cfg, where) / cfg.dim
+    decoder_intermediate = _intermediate(config, "decoder_dim", cfg, where)
+    if decoder_intermediate != int(cfg.decoder_dim * mlp_ratio):
+        raise UserError(f"{where}: decoder_intermediate_size {decoder_intermediate} is not {mlp_ratio:g} x "
+                        f"decoder_hidden_size {cfg.decoder_dim} (the encoder's ratio), which is all ours support")
+    return dataclasses.replace(cfg, mlp_ratio=mlp_ratio, target_dim=pixel_dim(cfg)).validate(where, HF_NAMES)
 
 
 def label_maps(class_names: list[str]) -> dict:
@@ -129,12 +156,19 @@ def label_maps(class_names: list[str]) -> dict:
             "label2id": {str(n): i for i, n in enumerate(class_names)}}
 
 
-def classifier_from_config(config: dict) -> dict | None:
-    """Our "classifier" entry ({"num_classes", "class_names"}) from a config's id2label; None without one."""
+def classifier_from_config(config: dict, where: str = "config.json") -> dict | None:
+    """Our "classifier" entry ({"num_classes", "class_names"}) from a config's id2label; None without one.
+    A key that is not a class index is one UserError (transformers cannot read such a config either); an
+    index without a name (sparse keys) is named LABEL_i, as transformers does."""
     id2label = config.get("id2label")
     if not isinstance(id2label, dict) or not id2label:
         return None
-    names = {int(i): str(n) for i, n in id2label.items()}
+    names = {}
+    for key, name in id2label.items():
+        try:
+            names[int(key)] = str(name)
+        except ValueError:
+            raise UserError(f"{where}: id2label key {shown(key)} is not a class index (0, 1, ...)") from None
     return {"num_classes": len(names), "class_names": [names.get(i, f"LABEL_{i}") for i in range(len(names))]}
 
 
@@ -156,7 +190,7 @@ def _block_to_hf(rest: str, v: torch.Tensor, where: str) -> dict[str, torch.Tens
     for ours, theirs in _BLOCK_TO_HF:
         if rest.startswith(ours):
             return {theirs + rest[len(ours):]: v}
-    raise UserError(f"{where}: cannot convert parameter {rest!r} of a block to transformers' VideoMAE")
+    raise UserError(f"{where}: cannot convert parameter {shown(rest)} of a block to transformers' VideoMAE")
 
 
 def _trunk_to_hf(k: str, v: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -169,7 +203,7 @@ def _trunk_to_hf(k: str, v: torch.Tensor) -> dict[str, torch.Tensor]:
         return {f"encoder.layer.{m[1]}.{n}": w for n, w in _block_to_hf(m[2], v, k).items()}
     if k.startswith("norm."):
         return {"layernorm." + k.removeprefix("norm."): v}
-    raise UserError(f"cannot convert parameter {k!r} to transformers' VideoMAE")
+    raise UserError(f"cannot convert parameter {shown(k)} to transformers' VideoMAE")
 
 
 def to_hf(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -186,7 +220,8 @@ def to_hf(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             elif k.startswith(("decoder.norm.", "decoder.head.")) or k in ("encoder_to_decoder.weight", "mask_token"):
                 out[k] = v                                                 # same names there
             else:
-                raise UserError(f"cannot convert parameter {k!r} to transformers' VideoMAEForPreTraining")
+                raise UserError(f"cannot convert parameter {shown(k)} to transformers' "
+                                "VideoMAEForPreTraining")
         elif layout == CLASSIFIER and k.startswith(("fc_norm.", "head.")):
             out[k.replace("head.", "classifier.", 1) if k.startswith("head.") else k] = v
         elif layout == CLASSIFIER:

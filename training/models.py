@@ -9,6 +9,8 @@ encoder's weights (prefix "encoder." stripped) load into VideoMAE's fine-tuning 
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -16,9 +18,21 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from smile_synth.errors import UserError
+from smile_synth.config import MAX_FRAMES, MAX_SIZE
+from smile_synth.errors import UserError, shown
 
 from .layers import Block, Linear, PatchEmbed, init_weights, sincos_table
+
+
+# Upper bounds of a student's sizes: far beyond any video transformer (VideoMAE's largest, ViT-g, is 1408 wide
+# and 40 deep, 16 frames x 224 px), low enough that a model within them can be built in memory. Frames and
+# frame size share the options' bounds.
+GEOMETRY_LIMITS = {"size": MAX_SIZE, "frames": MAX_FRAMES, "patch": 512, "tubelet": 64, "dim": 16384, "depth": 512,
+                   "heads": 512, "decoder_dim": 16384, "decoder_depth": 512, "decoder_heads": 512,
+                   "target_dim": 1 << 20}
+MAX_MLP_RATIO = 64.0
+MAX_TABLE = 1 << 28            # elements of one fixed position table (tokens x width): 1 GiB in fp32
+MAX_PARAMETERS = 1 << 33       # 8.6 G parameters, 34 GB in fp32
 
 
 @dataclass(frozen=True)
@@ -48,17 +62,61 @@ class StudentConfig:
         t, h, w = self.grid
         return t * h * w
 
-    def validate(self) -> StudentConfig:
-        if self.size % self.patch:
-            raise UserError(f"frame size {self.size} is not a multiple of the patch size {self.patch}; use e.g. --size {self.size // self.patch * self.patch or self.patch}")
-        if self.frames % self.tubelet:
-            raise UserError(f"{self.frames} frames is not a multiple of the tubelet size {self.tubelet}; use an even number of frames")
-        for d, h, what in ((self.dim, self.heads, "encoder"), (self.decoder_dim, self.decoder_heads, "decoder")):
-            if d % h:
-                raise UserError(f"{what} width {d} is not divisible by its {h} heads")
+    def validate(self, where: str = "", names: Mapping[str, str] | None = None) -> StudentConfig:
+        """self, checked: whole-number sizes within GEOMETRY_LIMITS, the model within MAX_TABLE and
+        MAX_PARAMETERS, sizes divisible; else one UserError. The one validator for every source: the CLI's
+        preset and options, a checkpoint's "student", a transformers config.json. `where` names the file the
+        values came from and `names` its name for each field (config.json's "hidden_size" for dim); types are
+        checked first, so values read from a file may be anything."""
+        at, name = (f"{where}: " if where else ""), (lambda f: (names or {}).get(f, f))
+
+        def refuse(field: str, requirement: str):
+            raise UserError(f"{at}{name(field)} {shown(getattr(self, field))} {requirement}")
+
+        for field, most in GEOMETRY_LIMITS.items():
+            value, least = getattr(self, field), 0 if field == "decoder_depth" else 1   # no decoder: allowed
+            if not isinstance(value, int) or isinstance(value, bool):
+                refuse(field, "must be a whole number")
+            if not least <= value <= most:
+                refuse(field, f"must be from {least} to {most}")
+        for field, low, high in (("mlp_ratio", 0.0, MAX_MLP_RATIO), ("drop_path", 0.0, 1.0)):
+            value = getattr(self, field)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                refuse(field, "must be a finite number")
+        if not 0 < self.mlp_ratio <= MAX_MLP_RATIO or int(self.dim * self.mlp_ratio) < 1:
+            refuse("mlp_ratio", f"must be above 0 and at most {MAX_MLP_RATIO:g}")
         if not 0 <= self.drop_path < 1:
-            raise UserError(f"drop_path {self.drop_path} must be in [0, 1)")
+            refuse("drop_path", "must be in [0, 1)")
+        if self.size % self.patch:
+            hint = "" if where else f"; use e.g. --size {self.size // self.patch * self.patch or self.patch}"
+            raise UserError(f"{at}{name('size').replace('size', 'frame size')} {self.size} is not a multiple of "
+                            f"the {name('patch').replace('patch', 'patch size')} {self.patch}{hint}")
+        if self.frames % self.tubelet:
+            hint = "" if where else "; use an even number of frames"
+            raise UserError(f"{at}{name('frames')} {self.frames} is not a multiple of the "
+                            f"{name('tubelet').replace('tubelet', 'tubelet size')} {self.tubelet}{hint}")
+        for d, h in (("dim", "heads"), ("decoder_dim", "decoder_heads")):
+            if getattr(self, d) % getattr(self, h):
+                raise UserError(f"{at}{name(d)} {getattr(self, d)} is not divisible by {name(h)} {getattr(self, h)}")
+        table = self.num_tokens * max(self.dim, self.decoder_dim)
+        if table > MAX_TABLE:
+            raise UserError(f"{at}{name('frames')} {self.frames} and {name('size')} {self.size} make {self.num_tokens} "
+                            f"tokens, a {table * 4 / 2**30:.1f} GiB position table at width "
+                            f"{max(self.dim, self.decoder_dim)}; at most {MAX_TABLE * 4 / 2**30:g} GiB is supported")
+        if self.parameter_estimate() > MAX_PARAMETERS:
+            raise UserError(f"{at}{name('dim')} {self.dim} and {name('depth')} {self.depth} (decoder "
+                            f"{self.decoder_dim} x {self.decoder_depth}) make about "
+                            f"{self.parameter_estimate() / 1e9:.0f} G parameters; at most "
+                            f"{MAX_PARAMETERS / 1e9:.1f} G are supported")
         return self
+
+    def parameter_estimate(self) -> int:
+        """About how many parameters the pretraining model has (the attention and MLP weights, the patch
+        embedding and the decoder head), for the size bound."""
+        def blocks(width: int, depth: int) -> int:
+            return depth * (4 + 2 * self.mlp_ratio) * width ** 2
+        return int(blocks(self.dim, self.depth) + blocks(self.decoder_dim, self.decoder_depth)
+                   + self.dim * 3 * self.tubelet * self.patch ** 2 + self.decoder_dim * (self.dim + self.target_dim))
 
 
 PRESETS: dict[str, StudentConfig] = {

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from smile_synth.errors import UserError
+from smile_synth.errors import UserError, one_line
 
 
 class AppError(click.ClickException):
@@ -19,7 +19,7 @@ class AppError(click.ClickException):
     exit_code = 2
 
     def format_message(self) -> str:
-        return " ".join(str(self.message).split())
+        return one_line(self.message)          # escaped and cut: messages may quote files
 
 
 class Commands(click.Group):

@@ -10,22 +10,27 @@
                    (encoder.*, decoder.*), an encoder's fine-tuning keys, a classifier's modeling_finetune keys.
 
 The weights go through our own model first (loaded strictly), so an incomplete or mismatched file fails here
-with one line rather than in the other library. Name and layout conversions: training/hf.py.
+with one line rather than in the other library, and the config.json about to be written is read back and
+checked as any config.json would be. OUT also gets export.json, naming the source: a non-empty OUT is
+refused unless it holds only a previous export of the same source (so an export never shadows a run's own
+files). Name and layout conversions: training/hf.py.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
-from smile_synth.errors import UserError
+from smile_synth.errors import UserError, shown
 
 FORMATS = ("hf", "videomae")
 # config.json last: a folder with a config has its weights; preprocessor_config.json = our resize, crop, normalisation
 HF_FILES = ("model.safetensors", "preprocessor_config.json", "config.json")
 VIDEOMAE_FILE = "checkpoint.pth"
+RECORD = "export.json"           # {"source": the exported file, absolute}: what a re-export may replace
 
 
 @dataclass
@@ -115,10 +120,11 @@ def load_exportable(path: str | Path, preset: str | None = None) -> Exportable:
 
 def export_hf(x: Exportable, out: Path) -> list[Path]:
     """OUT/model.safetensors and OUT/config.json (each written whole or not at all) for transformers'
-    from_pretrained(OUT), as the class x.kind names. Returns the paths."""
+    from_pretrained(OUT), as the class x.kind names. The config is checked first as any config.json read
+    back (training.hf.student_from_config) and against the weights. Returns the paths."""
     from smile_synth.atomic import replacing
     from training import hf
-    from training.checkpoint import save_safetensors
+    from training.checkpoint import check_fits_weights, save_safetensors
 
     transformers = hf.require_transformers("smile-synth export --format hf")
     kwargs = hf.videomae_config(x.cfg, mean_pooling=x.kind == hf.CLASSIFIER, norm_pix_loss=True)
@@ -129,6 +135,9 @@ def export_hf(x: Exportable, out: Path) -> list[Path]:
         classifier = {"num_classes": len(x.class_names), "class_names": x.class_names}
     config = transformers.VideoMAEConfig(architectures=[x.kind], **kwargs)
     weights, processor_file, config_file = (out / name for name in HF_FILES)
+    written = hf.student_from_config(config.to_dict(), str(config_file))     # what from_pretrained will build
+    check_fits_weights(written, x.weights, str(config_file), hf.HF_NAMES, x.source)
+    write_record(out, x.source)
     # our metadata rides along in the header (transformers reads only "format"), so a re-import keeps the summary
     save_safetensors(hf.to_hf(x.weights), weights, student=dataclasses.asdict(x.cfg), summary=x.summary,
                      classifier=classifier)
@@ -153,8 +162,43 @@ def export_videomae(x: Exportable, out: Path) -> list[Path]:
     from training.checkpoint import save_atomic
 
     path = out / VIDEOMAE_FILE
+    write_record(out, x.source)
     save_atomic({"model": {k: v.contiguous() for k, v in x.weights.items()}}, path)
     return [path]
+
+
+def check_out_folder(out: Path, source: Path) -> None:
+    """One UserError unless `out` is new, empty, or holds only a previous export of `source` (its RECORD
+    names the same file): an export must not mix into, or shadow, another folder's files."""
+    from smile_synth.atomic import remove_stale_temporaries
+
+    if not out.is_dir():
+        return                                        # new (or not a folder: ensure_writable_folder says so)
+    remove_stale_temporaries(out)                     # a killed export's partial files
+    entries = sorted(e.name for e in out.iterdir())
+    if not entries:
+        return
+    try:
+        previous = json.loads((out / RECORD).read_text()).get("source")
+    except (OSError, ValueError, AttributeError):
+        previous = None
+    if previous is None:
+        raise UserError(f"--out {out} is not empty (it holds {shown(entries[0])}{', ...' if len(entries) > 1 else ''}) "
+                        "and is not a previous export; give a new or empty folder")
+    if previous != str(source.resolve()):
+        raise UserError(f"--out {out} holds an export of {shown(previous)}, not of {source}; give a new or empty folder")
+    others = [name for name in entries if name not in (*HF_FILES, VIDEOMAE_FILE, RECORD)]
+    if others:
+        raise UserError(f"--out {out} holds {shown(others[0])} besides a previous export of {source}; give a new or "
+                        "empty folder")
+
+
+def write_record(out: Path, source: Path) -> None:
+    """OUT/RECORD naming the exported file; written before the exported files, so a folder with any of them
+    has it."""
+    from smile_synth.atomic import write_json_atomic
+
+    write_json_atomic(out / RECORD, {"source": str(source.resolve())})
 
 
 def describe(x: Exportable, fmt: str, out: Path) -> str:
@@ -195,6 +239,7 @@ def export_command(source, fmt, out, preset) -> None:
     if fmt == "hf" and Path(out).resolve() == x.source.parent.resolve():
         raise UserError(f"--out {out} is the folder of {x.source}: a transformers config.json there would shadow "
                         "the run's own files; choose another folder")
+    check_out_folder(Path(out), x.source)
     folder = ensure_writable_folder(out, "--out")
     paths = export_hf(x, folder) if fmt == "hf" else export_videomae(x, folder)
     click.echo(f"wrote {', '.join(str(p) for p in paths)}: {describe(x, fmt, folder)}")
