@@ -209,8 +209,17 @@ class Atlas:
             self.photos.append(i)
         self._upload()
 
-    def slice_of(self, kind: str, item: int) -> int:
-        return self.first[kind, item]
+    def slices_of(self, kinds: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """int64 (n,) first slice of each (kind code, item) pair (n,), (n,); banks by arithmetic."""
+        out = np.empty(len(kinds), np.int64)
+        for code in np.unique(kinds):
+            rows, name = kinds == code, KINDS[code]
+            if name == "photo":
+                out[rows] = [self.first["photo", int(i)] for i in items[rows]]
+            else:   # a bank's items are consecutive, `stride` slices apart
+                stride = self.first[name, 1] - self.first[name, 0] if (name, 1) in self.first else 1
+                out[rows] = self.first[name, 0] + items[rows].astype(np.int64) * stride
+        return out
 
 
 _ATLASES: dict[tuple[str, str, int, int], Atlas] = {}
@@ -282,13 +291,12 @@ def paint_backgrounds(plan: BatchPlan, device: torch.device) -> torch.Tensor:
         atlas = atlas_for(plan.recipe, plan.seed, S, device)
         if (plan.kind[rows] == KINDS.index("photo")).any():
             atlas.need_photos(plan.source[rows][plan.kind[rows] == KINDS.index("photo")])
-        first = torch.tensor([atlas.slice_of(KINDS[k], int(i)) for k, i in zip(plan.kind[rows], plan.source[rows])],
-                             dtype=torch.float32, device=device)
-        hw = atlas.hw[first.long()]                                                # (n, 2) h, w
+        first = torch.from_numpy(atlas.slices_of(plan.kind[rows], plan.source[rows])).to(device)
+        hw = atlas.hw[first]                                                       # (n, 2) h, w
         s = torch.from_numpy(sampled).to(device)
         u = reflect101(xy[s][..., 0], hw[:, 1].view(-1, 1, 1, 1))
         v = reflect101(xy[s][..., 1], hw[:, 0].view(-1, 1, 1, 1))
-        z = first.view(-1, 1, 1, 1) + torch.from_numpy(plan.positions[rows]).to(device).view(-1, Tr, 1, 1)
+        z = first.float().view(-1, 1, 1, 1) + torch.from_numpy(plan.positions[rows]).to(device).view(-1, Tr, 1, 1)
         C, D = atlas.canvas, atlas.slices.shape[2]
         grid = torch.stack([u * (2.0 / (C - 1)) - 1, v * (2.0 / (C - 1)) - 1, z.expand_as(u) * (2.0 / (D - 1)) - 1], dim=-1)
         out = F.grid_sample(atlas.slices, grid.reshape(1, -1, S, S, 3), mode="bilinear",
