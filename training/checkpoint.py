@@ -245,10 +245,10 @@ def _from_transformers(path: Path, ckpt: dict) -> dict:
     if config is not None:
         where = str(path.parent / HF_CONFIG)
         cfg = hf.student_from_config(config, where)
-        missing = hf.missing_geometry(config)
-        check_fits_weights(cfg, out["model"], where, hf.HF_NAMES, path,
-                           f"; it lacks {', '.join(missing)}, whose transformers defaults are a base model's: add "
-                           "them" if missing else "")
+        missing = hf.defaulted_fields(config)
+        check_fits_weights(cfg, out["model"], where, hf.HF_NAMES, path, defaulted=tuple(missing),
+                           hint=f"; it lacks {', '.join(missing.values())}, whose transformers defaults are a base "
+                                "model's: add them")
         out["student"] = dataclasses.asdict(cfg)
     elif isinstance(ckpt.get("student"), dict):     # our export's metadata, the file moved away from its config
         out["student"] = ckpt["student"]
@@ -268,16 +268,17 @@ def _block_count(weights: dict[str, torch.Tensor], prefix: str) -> int:
 
 
 def check_fits_weights(cfg, weights: dict[str, torch.Tensor], where: str, names: dict[str, str], path: Path,
-                       hint: str = "") -> None:
+                       defaulted: tuple[str, ...] = (), hint: str = "") -> None:
     """One UserError when the geometry `cfg` (a StudentConfig read from `where`, whose name for each field is
     in `names`) disagrees with what the weights of `path` (our names) fix: width, tubelet and patch (the
     patch embedding), the number of blocks (a config with fewer would silently drop the rest), the MLP
-    width, and the decoder's width and blocks when there is a decoder. `hint` ends the message."""
+    width, and the decoder's width and blocks when there is a decoder. `hint` ends the message when the
+    field at fault is one of `defaulted` (absent from the file, so a default)."""
     encoder = encoder_weights(weights)
 
     def refuse(field: str, value, found: str):
         raise UserError(f"{where}: {names.get(field, field)} {value} does not match the weights in {path}, which "
-                        f"{found}{hint}")
+                        f"{found}{hint if field in defaulted else ''}")
 
     embed = encoder.get("patch_embed.proj.weight")                    # (C, 3, tubelet, patch, patch)
     if embed is not None and embed.ndim == 5:
@@ -349,8 +350,9 @@ def restore_training_state(path: str | Path, cfg, fixed: tuple[str, ...], model:
     old = ckpt.get("config", {})
     for k in fixed:
         if k in old and old[k] != getattr(cfg, k):
-            raise UserError(f"cannot resume {path}: it was run with {k}={old[k]!r}, now {getattr(cfg, k)!r}; "
+            raise UserError(f"cannot resume {path}: it was run with {k}={shown(old[k])}, now {getattr(cfg, k)!r}; "
                             "keep the setting or start a new run with another --out")
+    matching_weights(path, model_weights(ckpt), model.state_dict(), what="the run's model")   # shapes, dtypes: one line
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scaler.load_state_dict(ckpt["scaler"])

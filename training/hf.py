@@ -122,10 +122,11 @@ def _intermediate(config: dict, width: str, cfg: StudentConfig, where: str) -> i
     return value
 
 
-def missing_geometry(config: dict) -> list[str]:
-    """The geometry keys a config.json lacks (transformers fills in its defaults, a base model's)."""
-    keys = [key for key, _ in HF_GEOMETRY.values()] + [key for key, _ in HF_INTERMEDIATE.values()]
-    return [key for key in keys if key not in config]
+def defaulted_fields(config: dict) -> dict[str, str]:
+    """{our StudentConfig field: its config.json key} of the geometry keys a config.json lacks, whose values
+    are then transformers' defaults (a base model's)."""
+    keys = {ours: key for ours, (key, _) in HF_GEOMETRY.items()} | {"mlp_ratio": HF_INTERMEDIATE["dim"][0]}
+    return {ours: key for ours, key in keys.items() if key not in config}
 
 
 def student_from_config(config: dict, where: str = "config.json") -> StudentConfig:
