@@ -201,6 +201,8 @@ def test_a_folder_without_any_checkpoint_says_what_it_lacks(tmp_path):
     (tmp_path / "empty").mkdir()
     line = export_error(tmp_path / "empty", tmp_path, "holds no checkpoint", "encoder.pt", "config.json")
     assert "does not exist" not in line
+    torch.save({"model": {}}, tmp_path / "empty" / "checkpoint-best.pth")      # a weights file of another name
+    export_error(tmp_path / "empty", tmp_path, "holds no checkpoint", f"e.g. {tmp_path / 'empty' / 'checkpoint-best.pth'}")
 
 
 # ---- id2label (I1, I4, I5) -------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ ENCODER = "encoder.pt"
 ENCODER_SAFETENSORS = "encoder.safetensors"
 CLASSIFIER_SAFETENSORS = "classifier.safetensors"   # a fine-tuning run's classifier (eval/finetune)
 SAFETENSORS_SUFFIX = ".safetensors"
+WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", SAFETENSORS_SUFFIX)   # what weight files are called
 # types besides tensors and plain containers that a checkpoint may pickle: VideoMAE/SMILE's `args` entry
 SAFE_TYPES: tuple[type, ...] = (argparse.Namespace,)
 METADATA_KEYS = ("student", "summary", "classifier")   # JSON objects in a .safetensors header
@@ -179,9 +180,11 @@ def _transformers_weights(folder: Path, config_missing: bool = False) -> Path:
     if folds:
         raise UserError(f"{folder} is a {len(folds)}-fold fine-tuning run; give one fold's folder, e.g. "
                         f"{folds[0].parent}")
+    files = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file())
+    give = f"; give the file itself, e.g. {files[0]}" if files else ""
     raise UserError(f"{folder} holds no checkpoint: none of {ENCODER}, {ENCODER_SAFETENSORS}, "
                     f"{CLASSIFIER_SAFETENSORS}, {CHECKPOINT}, and no transformers {HF_CONFIG} or "
-                    f"{' / '.join(HF_WEIGHTS)}")
+                    f"{' / '.join(HF_WEIGHTS)}{give}")
 
 
 def file_format(path: Path) -> str | None:

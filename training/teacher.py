@@ -22,6 +22,7 @@ from torch import nn
 
 from smile_synth.errors import UserError
 
+from .checkpoint import WEIGHT_SUFFIXES
 from .targets import resize_token_grid, standardize_tokens
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ def resolve_weights(model: str, pretrained: str) -> str | None:
     path = Path(pretrained).expanduser()
     if path.is_file():
         return str(path)
-    if os.sep in pretrained or path.suffix in (".pt", ".pth", ".bin", ".safetensors"):
+    if os.sep in pretrained or path.suffix in WEIGHT_SUFFIXES:
         raise UserError(f"--teacher-pretrained {pretrained}: no such file; give an existing checkpoint or an open_clip tag")
     cfg = open_clip.get_pretrained_cfg(model, pretrained)
     if not cfg:
