@@ -148,14 +148,13 @@ def test_a_negative_image_size_names_the_config_not_an_option(base, tmp_path):
 
 def test_export_checks_the_config_it_writes(base, tmp_path):
     from smile_synth.app.export import export_hf, load_exportable
-    from training.models import StudentConfig  # noqa: F401 - the geometry type being tampered
 
-    for values in ({"heads": 0}, {"size": -112}):
+    for i, (values, key) in enumerate((({"heads": 0}, "num_attention_heads 0"), ({"size": -112}, "image_size -112"))):
         x = load_exportable(base["ft"])
-        x.cfg = dataclasses.replace(x.cfg, **values)
-        out = tmp_path / f"out{values}"
+        x.cfg = dataclasses.replace(x.cfg, **values)              # as if the loader had let it through
+        out = tmp_path / f"out{i}"
         out.mkdir()
-        with pytest.raises(UserError, match="config.json"):
+        with pytest.raises(UserError, match=f"config.json: {key}"):
             export_hf(x, out)
         assert list(out.iterdir()) == []                          # nothing written
     for values, key in (({"num_attention_heads": 0}, "num_attention_heads 0"), ({"image_size": -112}, "image_size -112")):

@@ -128,15 +128,15 @@ def export_hf(x: Exportable, out: Path) -> list[Path]:
 
     transformers = hf.require_transformers("smile-synth export --format hf")
     kwargs = hf.videomae_config(x.cfg, mean_pooling=x.kind == hf.CLASSIFIER, norm_pix_loss=True)
+    weights, processor_file, config_file = (out / name for name in HF_FILES)
+    written = hf.student_from_config(kwargs, str(config_file))        # what from_pretrained will build, checked
+    check_fits_weights(written, x.weights, str(config_file), hf.HF_NAMES, x.source)
     kwargs.pop("model_type")
     classifier = None
     if x.class_names is not None:
         kwargs.update(hf.label_maps(x.class_names))
         classifier = {"num_classes": len(x.class_names), "class_names": x.class_names}
     config = transformers.VideoMAEConfig(architectures=[x.kind], **kwargs)
-    weights, processor_file, config_file = (out / name for name in HF_FILES)
-    written = hf.student_from_config(config.to_dict(), str(config_file))     # what from_pretrained will build
-    check_fits_weights(written, x.weights, str(config_file), hf.HF_NAMES, x.source)
     write_record(out, x.source)
     # our metadata rides along in the header (transformers reads only "format"), so a re-import keeps the summary
     save_safetensors(hf.to_hf(x.weights), weights, student=dataclasses.asdict(x.cfg), summary=x.summary,
