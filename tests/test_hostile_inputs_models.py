@@ -113,6 +113,8 @@ def eval_only_error(source, base, tmp_path: Path, *needles: str, data=None) -> s
     ({"hidden_size": True}, ["hidden_size True", "whole number"]),                     # a bool
     ({"num_frames": 8.7}, ["num_frames 8.7", "whole number"]),                         # a float
     ({"num_attention_heads": 5}, ["hidden_size 192", "not divisible", "num_attention_heads 5"]),
+    ({"image_size": 40}, ["image_size 40 is not a multiple of the patch_size 16"]),
+    ({"num_frames": 5}, ["num_frames 5 is not a multiple of the tubelet_size 2"]),
     ({"num_frames": 2_000_000_000}, ["num_frames 2000000000", "from 1 to"]),          # C13
     ({"image_size": 2048, "patch_size": 2}, ["num_frames", "image_size 2048", "GiB"]),  # fits no memory
     ({"image_size": [32, 16]}, ["image_size [32, 16]", "not square"]),

@@ -31,6 +31,7 @@ GEOMETRY_LIMITS = {"size": MAX_SIZE, "frames": MAX_FRAMES, "patch": 512, "tubele
                    "heads": 512, "decoder_dim": 16384, "decoder_depth": 512, "decoder_heads": 512,
                    "target_dim": 1 << 20}
 MAX_MLP_RATIO = 64.0
+PLAIN_NAMES = {"size": "frame size", "patch": "patch size", "tubelet": "tubelet size"}   # messages' words for ours
 MAX_TABLE = 1 << 28            # elements of one fixed position table (tokens x width): 1 GiB in fp32
 MAX_PARAMETERS = 1 << 33       # 8.6 G parameters, 34 GB in fp32
 
@@ -68,7 +69,7 @@ class StudentConfig:
         preset and options, a checkpoint's "student", a transformers config.json. `where` names the file the
         values came from and `names` its name for each field (config.json's "hidden_size" for dim); types are
         checked first, so values read from a file may be anything."""
-        at, name = (f"{where}: " if where else ""), (lambda f: (names or {}).get(f, f))
+        at, name = (f"{where}: " if where else ""), (lambda f: (names or PLAIN_NAMES).get(f, f))
 
         def refuse(field: str, requirement: str):
             raise UserError(f"{at}{name(field)} {shown(getattr(self, field))} {requirement}")
@@ -89,12 +90,11 @@ class StudentConfig:
             refuse("drop_path", "must be in [0, 1)")
         if self.size % self.patch:
             hint = "" if where else f"; use e.g. --size {self.size // self.patch * self.patch or self.patch}"
-            raise UserError(f"{at}{name('size').replace('size', 'frame size')} {self.size} is not a multiple of "
-                            f"the {name('patch').replace('patch', 'patch size')} {self.patch}{hint}")
+            raise UserError(f"{at}{name('size')} {self.size} is not a multiple of the {name('patch')} {self.patch}{hint}")
         if self.frames % self.tubelet:
             hint = "" if where else "; use an even number of frames"
             raise UserError(f"{at}{name('frames')} {self.frames} is not a multiple of the "
-                            f"{name('tubelet').replace('tubelet', 'tubelet size')} {self.tubelet}{hint}")
+                            f"{name('tubelet')} {self.tubelet}{hint}")
         for d, h in (("dim", "heads"), ("decoder_dim", "decoder_heads")):
             if getattr(self, d) % getattr(self, h):
                 raise UserError(f"{at}{name(d)} {getattr(self, d)} is not divisible by {name(h)} {getattr(self, h)}")
