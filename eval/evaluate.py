@@ -60,10 +60,10 @@ class EvalConfig:
             raise UserError(f"--probe {self.probe!r} is not one of {', '.join(PROBES)}")
         if (self.checkpoint is None) == (not self.random_init):
             raise UserError("give --checkpoint PATH or --random-init (with --preset), not both or neither")
+        from training.models import PRESETS
         if self.random_init and self.preset is None:
-            raise UserError("--random-init needs --preset (tiny, small, base or large)")
+            raise UserError(f"--random-init needs --preset ({', '.join(PRESETS)})")
         if self.preset is not None:
-            from training.models import PRESETS
             if self.preset not in PRESETS:
                 raise UserError(f"unknown --preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         check_counts(self, ("folds", "windows", "clips", "crops", "stride"))

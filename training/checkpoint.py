@@ -458,7 +458,7 @@ def checkpoint_student(ckpt: dict, path: str | Path, preset: str | None):
     """The StudentConfig of a checkpoint read by read_checkpoint: its own "student" entry, validated (one
     UserError naming the file and the entry), checked against its weights (check_fits_weights) and against
     `preset` when given (one UserError line on a mismatch); else the preset's (required then)."""
-    from .models import StudentConfig, same_arch, student_config
+    from .models import PRESETS, StudentConfig, same_arch, student_config
     if isinstance(ckpt.get("student"), dict):
         fields = {f.name for f in dataclasses.fields(StudentConfig)}
         cfg = StudentConfig(**{k: v for k, v in ckpt["student"].items() if k in fields})
@@ -468,7 +468,7 @@ def checkpoint_student(ckpt: dict, path: str | Path, preset: str | None):
             raise UserError(f"{path} holds a {_preset_name(cfg)} model, not --preset {preset}; pass the matching --preset")
         return cfg
     if preset is None:
-        raise UserError(f"{path} does not say which model it holds; pass --preset (tiny, small, base or large)")
+        raise UserError(f"{path} does not say which model it holds; pass --preset ({', '.join(PRESETS)})")
     cfg = student_config(preset)
     depth = _block_count(encoder_weights(model_weights(ckpt)), "blocks.")
     if depth and depth != cfg.depth:                # extra blocks would be dropped without a word

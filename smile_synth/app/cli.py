@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import os
 import sys
@@ -11,6 +10,8 @@ from pathlib import Path
 import click
 
 from smile_synth.errors import UserError, one_line
+
+from .choices import PRESET_CHOICE, RegistryChoice, resolve
 
 
 class AppError(click.ClickException):
@@ -49,15 +50,10 @@ COMPARE = "eval.compare:CompareConfig"
 FINETUNE = "eval.finetune.config:FinetuneConfig"
 
 
-def _resolve(where: str):
-    module, name = where.split(":")
-    return getattr(importlib.import_module(module), name)
-
-
 def config_default(where: str, field: str):
     """The default of `field` in the dataclass at "module:Class" (written once, there); a
     "module:CONSTANT" that is not a dataclass is itself the default."""
-    obj = _resolve(where)
+    obj = resolve(where)
     if not dataclasses.is_dataclass(obj):
         return obj
     for f in dataclasses.fields(obj):
@@ -91,29 +87,12 @@ def config_option(config: str):
     return option
 
 
-class RegistryChoice(click.Choice):
-    """click.Choice over the names of a registry ("module:NAME", a dict of name -> builder), imported
-    when first needed, so a new registration shows up in the CLI with no edit here."""
-
-    def __init__(self, where: str, extra: tuple[str, ...] = ()):
-        self.where, self.extra = where, extra
-        super().__init__((), case_sensitive=True)
-
-    @property
-    def choices(self):
-        return (*self.extra, *_resolve(self.where))
-
-    @choices.setter
-    def choices(self, value):   # click.Choice.__init__ assigns it; the registry is the source
-        pass
-
-
 class TaskStrideOption(click.Option):
     """--stride, whose help lists each registered task's default stride."""
 
     def get_help_record(self, ctx):
         record = super().get_help_record(ctx)
-        tasks = _resolve("eval.tasks:TASKS")
+        tasks = resolve("eval.tasks:TASKS")
         defaults = ", ".join(f"{name} {t.default_stride}" for name, t in tasks.items())
         return record[0], f"{record[1]}  [default: {defaults}]"
 
@@ -268,7 +247,6 @@ def inspect(path, verify) -> None:
 
 
 pretrain_option = config_option(PRETRAIN)
-PRESET_CHOICE = RegistryChoice("training.models:PRESETS")   # the student sizes, for every --preset
 
 
 def source_options(f):

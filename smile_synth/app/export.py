@@ -26,6 +26,8 @@ import click
 
 from smile_synth.errors import UserError, shown
 
+from .choices import PRESET_CHOICE
+
 FORMATS = ("hf", "videomae")
 # config.json last: a folder with a config has its weights; preprocessor_config.json = our resize, crop, normalisation
 HF_FILES = ("model.safetensors", "preprocessor_config.json", "config.json")
@@ -225,8 +227,8 @@ def describe(x: Exportable, fmt: str, out: Path) -> str:
               help="hf: a transformers VideoMAE folder (config.json + model.safetensors); videomae: VideoMAE's "
                    "original key layout as OUT/checkpoint.pth.")
 @click.option("--out", required=True, help="Output folder (created if needed).")
-@click.option("--preset", default=None,
-              help="tiny, small, base or large: the geometry of a file that does not carry it (VideoMAE/SMILE "
+@click.option("--preset", type=PRESET_CHOICE, default=None,
+              help="The geometry of a file that does not carry it (VideoMAE/SMILE "
                    "checkpoints); checked against files that do.")
 def export_command(source, fmt, out, preset) -> None:
     """Export weights for other libraries: transformers (from_pretrained) or VideoMAE's own scripts."""
