@@ -5,12 +5,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from smile_synth.atomic import TMP, remove_stale_temporaries
+from smile_synth.errors import UserError
+from smile_synth.video import read_video_list
 
 from eval.tasks import task_examples, window_starts
+from generators.resources import LazyFiles
+from training.natural import multi_scale_crop
 
 
 # ---- smile_synth/atomic.py -----------------------------------------------------------------------------------
@@ -50,3 +56,60 @@ def test_windows_spread_evenly_and_a_single_window_is_centred():
     (clip,) = one.clips
     assert abs((clip[0] + clip[-1]) / 2 - 39 / 2) <= 0.5
     assert np.array_equal(np.diff(clip), np.full(7, 2))
+
+
+# ---- smile_synth/video/lists.py --------------------------------------------------------------------------------
+
+def test_a_quoted_csv_path_is_read_without_its_quotes(tmp_path):
+    for name in ("my clip.mp4", "b.mp4"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "list.csv").write_text('"my clip.mp4",2\n\'b.mp4\' 5\n')
+    items = read_video_list(tmp_path / "list.csv")
+    assert [(i.path, i.label) for i in items] == [(tmp_path / "my clip.mp4", 2), (tmp_path / "b.mp4", 5)]
+
+
+# ---- training/natural.py ---------------------------------------------------------------------------------------
+
+def test_a_crop_side_within_2_px_of_the_size_snaps_to_it_and_is_not_resized():
+    """VideoMAE's multi-scale crop: 114 px frames, size 112, scale 1: the crop is 112 px, cut as it is."""
+    frames = np.random.default_rng(0).integers(0, 256, (2, 114, 114, 3), dtype=np.uint8)
+    for seed in range(5):
+        out = multi_scale_crop(frames, 112, np.random.default_rng(seed), scales=(1.0,), max_distort=0)
+        assert any(np.array_equal(out, frames[:, y:y + 112, x:x + 112]) for y in range(3) for x in range(3))
+
+
+# ---- generators/resources.py -----------------------------------------------------------------------------------
+
+class Numbers(LazyFiles):
+    """Files 0..n-1 whose 'decoding' returns their index; the indices in `bad` fail to decode."""
+
+    def __init__(self, n: int, bad=(), cache_items: int = 2):
+        super().__init__([Path("/nowhere") / f"f{i}" for i in range(n)], cache_items)
+        self.bad, self.loads = set(bad), []
+
+    def _load(self, k: int) -> int:
+        self.loads.append(k)
+        if k in self.bad:
+            raise ValueError("undecodable")
+        return k
+
+
+def test_lazy_files_give_item_i_and_skip_a_bad_file_to_the_next_good_one():
+    files = Numbers(5, bad={1, 2})
+    assert files.get(0) == 0 and files.get(4) == 4
+    with pytest.warns(UserWarning, match="undecodable"):
+        assert files.get(1) == 3                    # the next decodable file, deterministically
+    assert files.get(2) == 3
+    with pytest.raises(UserError, match="could be decoded"), pytest.warns(UserWarning):
+        Numbers(3, bad={0, 1, 2}).get(1)
+
+
+def test_lazy_files_keep_a_bounded_least_recently_used_cache():
+    files = Numbers(4, cache_items=2)
+    for i in (0, 1, 0, 2):                          # 1 is the least recently used when 2 arrives
+        files.get(i)
+    assert len(files._cache) == 2
+    files.get(0)
+    assert files.loads == [0, 1, 2]                 # 0 was still cached
+    files.get(1)
+    assert files.loads == [0, 1, 2, 1]              # 1 had been evicted
