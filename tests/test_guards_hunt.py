@@ -9,11 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from smile_synth.atomic import TMP, remove_stale_temporaries
 from smile_synth.errors import UserError
 from smile_synth.video import read_video_list
 
+from eval.features import embed, spatial_crops
 from eval.tasks import task_examples, window_starts
 from generators.resources import LazyFiles
 from training.natural import multi_scale_crop
@@ -113,3 +115,31 @@ def test_lazy_files_keep_a_bounded_least_recently_used_cache():
     assert files.loads == [0, 1, 2]                 # 0 was still cached
     files.get(1)
     assert files.loads == [0, 1, 2, 1]              # 1 had been evicted
+
+
+# ---- eval/features.py ------------------------------------------------------------------------------------------
+
+def test_spatial_crops_take_the_centre_alone_and_the_ends_and_centre_for_three():
+    frames = np.random.default_rng(1).integers(0, 256, (2, 32, 48, 3), dtype=np.uint8)   # already short side 32
+    (one,) = spatial_crops(frames, 32, 1)
+    assert np.array_equal(one, frames[:, :, 8:40])
+    left, centre, right = spatial_crops(frames, 32, 3)
+    assert np.array_equal(left, frames[:, :, :32]) and np.array_equal(centre, frames[:, :, 8:40])
+    assert np.array_equal(right, frames[:, :, 16:])
+
+
+class ChannelMeans(torch.nn.Module):
+    """A stand-in encoder: (B, 3, T, H, W) -> tokens (B, 4, 3), token k = (k + 1) x each channel's mean."""
+
+    def forward(self, video):
+        means = video.mean((2, 3, 4))                                  # (B, 3)
+        return torch.stack([means * (k + 1) for k in range(4)], 1)
+
+
+def test_embed_is_the_mean_over_tokens_of_the_normalized_video():
+    colour = np.array([10, 128, 250], np.uint8)
+    views = np.broadcast_to(colour, (2, 2, 16, 16, 3)).copy()           # (B, T, H, W, 3)
+    got = embed(ChannelMeans(), views)
+    unit = (colour / 255 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])   # ImageNet stats
+    np.testing.assert_allclose(got, np.broadcast_to(unit * 2.5, (2, 3)), rtol=1e-5)   # mean of 1..4 = 2.5
+    assert got.dtype == np.float32
