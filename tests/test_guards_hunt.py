@@ -23,15 +23,20 @@ from training.natural import multi_scale_crop
 
 # ---- smile_synth/atomic.py -----------------------------------------------------------------------------------
 
+def dead_pid() -> int:
+    """The pid of a process that has exited."""
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+
+
 def test_only_temporaries_of_dead_writers_are_removed(tmp_path):
     """`replacing` writes .NAME.tmpPID; a run that starts removes those whose writer is gone, and must leave a
     live writer's (another process still writing into the folder) alone."""
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead_pid = int(dead.stdout)
-    stale = tmp_path / f".checkpoint.pt{TMP}{dead_pid}"
+    gone = dead_pid()
+    stale = tmp_path / f".checkpoint.pt{TMP}{gone}"
     live = tmp_path / f".log.jsonl{TMP}{os.getpid()}"
     odd = tmp_path / f".notes.txt{TMP}abc"                # not a pid: not ours to judge
-    other = tmp_path / f"checkpoint.pt{TMP}{dead_pid}"     # no leading dot: not a `replacing` temporary
+    other = tmp_path / f"checkpoint.pt{TMP}{gone}"     # no leading dot: not a `replacing` temporary
     for p in (stale, live, odd, other):
         p.write_bytes(b"partial")
     assert remove_stale_temporaries(tmp_path) == [stale]
@@ -39,9 +44,8 @@ def test_only_temporaries_of_dead_writers_are_removed(tmp_path):
 
 
 def test_stale_temporaries_outside_the_pattern_are_kept(tmp_path):
-    dead_pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                                  capture_output=True, text=True).stdout)
-    mine, theirs = tmp_path / f".a.pt{TMP}{dead_pid}", tmp_path / f".b.json{TMP}{dead_pid}"
+    gone = dead_pid()
+    mine, theirs = tmp_path / f".a.pt{TMP}{gone}", tmp_path / f".b.json{TMP}{gone}"
     for p in (mine, theirs):
         p.write_bytes(b"x")
     assert remove_stale_temporaries(tmp_path, "*.pt") == [mine]
