@@ -18,6 +18,7 @@ from smile_synth.video import read_video_list
 from eval.features import embed, spatial_crops
 from eval.tasks import task_examples, window_starts
 from generators.resources import LazyFiles
+from training.data import epoch_item
 from training.natural import multi_scale_crop
 
 
@@ -147,3 +148,14 @@ def test_embed_is_the_mean_over_tokens_of_the_normalized_video():
     unit = (colour / 255 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])   # ImageNet stats
     np.testing.assert_allclose(got, np.broadcast_to(unit * 2.5, (2, 3)), rtol=1e-5)   # mean of 1..4 = 2.5
     assert got.dtype == np.float32
+
+
+# ---- training/data.py ------------------------------------------------------------------------------------------
+
+def test_each_epoch_visits_every_item_once_in_a_fresh_order():
+    n = 40
+    epochs = [[epoch_item(0, g, n) for g in range(e * n, (e + 1) * n)] for e in range(3)]
+    for order in epochs:
+        assert sorted(order) == list(range(n))
+    assert epochs[0] != epochs[1] != epochs[2] != epochs[0]
+    assert all(epoch_item(0, g, n, attempt=1) != epoch_item(0, g, n) for g in range(n))   # a retry takes another
