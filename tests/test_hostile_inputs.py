@@ -216,6 +216,8 @@ def test_finetune_numbers_out_of_range_get_one_line(tmp_path, lists, option, val
     (["--size", "160000"], "--size 160000 must be in [16, 2048]"),
     (["--frames", "2000000000"], "--frames 2000000000 must be in [2, 512]"),
     (["--batch-size", "1000000000"], "more than this machine's"),
+    (["--size", "16"], "--mask-ratio 0.8 masks 0 of the 1 tokens"),       # one token per frame slot: none to predict
+    (["--mask-ratio", "0.2"], "masks 0 of the 4 tokens"),                 # 32 px: floor(0.2 x 4) = 0
 ])
 def test_pretrain_numbers_out_of_range_get_one_line(tmp_path, args, needle):
     r = run_cli("pretrain", *PRE, "--out", tmp_path / "pre", *args)

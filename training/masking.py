@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from smile_synth.errors import UserError
+
 
 def masked_count(grid: tuple[int, int, int], ratio: float) -> int:
     """floor(ratio x tokens per frame slot) x slots: 0.8 at 16 x 224 -> 156 x 8 = 1248."""
@@ -145,6 +147,10 @@ class TrajectoryMasker:
             raise ValueError(f"unknown mask kind {spec.kind!r}; kinds are {', '.join(MASKS)}")
         self.spec, self.grid = spec, grid
         self.num_masked = masked_count(grid, spec.ratio)
+        t, h, w = grid
+        if not 0 < self.num_masked < t * h * w:   # the student needs tokens both to see and to predict
+            raise UserError(f"--mask-ratio {spec.ratio} masks {self.num_masked} of the {h * w} tokens of each frame "
+                            f"slot ({h}x{w} patches): raise --size or change --mask-ratio so that some but not all are masked")
         self.masker = MASKS[spec.kind](spec, grid)
 
     def __call__(self, coverage: torch.Tensor | None, batch: int,
