@@ -30,12 +30,10 @@ import numpy as np
 cv2.setNumThreads(1)
 
 from generators import render_clip
-from generators.backgrounds import render_background
+from generators.backgrounds import paint_background
 from generators.compositor import composite, sprite_matrices
-from generators.objects import choose, make_tracks
-from generators.render import _resolve
+from generators.plan import plan_clip, resolve
 from generators.resources import resources_for
-from generators.seeding import clip_rngs
 
 DEFAULT = ["black+objects", "noise+objects", "fractal+objects", "image+objects", "mixed"]
 
@@ -66,13 +64,10 @@ def full_frame_composite(video: np.ndarray, tracks) -> tuple[np.ndarray, np.ndar
 
 def composite_ratio(recipe: str, frames: int, size: int, clips: int) -> tuple[float, float]:
     """(ms per clip ours, ms per clip baseline) for the compositing step on identical inputs."""
-    r = _resolve(recipe)
+    r = resolve(recipe)
     res = resources_for(r, 0, size)
-    inputs = []
-    for i in range(clips):
-        bg, obj = clip_rngs(r.key, 0, i)
-        video = render_background(choose(bg, r.background.kinds), bg, frames, size, r.background, res)
-        inputs.append((video, make_tracks(obj, r, frames, size, res)))
+    plans = [plan_clip(r, 0, i, frames, size) for i in range(clips)]   # render_clip's draws
+    inputs = [(paint_background(p.background, res, frames, size), p.tracks) for p in plans]
     t0 = time.perf_counter()
     for v, tr in inputs:
         composite(v.copy(), tr)

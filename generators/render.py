@@ -13,8 +13,6 @@ from .plan import ClipPlan, plan_clip, plan_overlay, resolve
 from .recipes import Recipe
 from .resources import resources_for
 
-_resolve = resolve  # the name benchmarks and older callers use
-
 
 def _repeat_frames(video: np.ndarray, masks: np.ndarray, boxes: np.ndarray, T: int):
     """One composed frame -> T copies: video (1, H, W, 3) -> (T, H, W, 3), masks (K, 1, H, W) ->
