@@ -449,11 +449,6 @@ def load_weights(model: nn.Module, path: str | Path) -> tuple[list[str], list[st
     return list(result.missing_keys), sorted(set(weights) - set(usable))
 
 
-STUDENT_NAMES = {f: f"student.{f}" for f in (
-    "size", "frames", "patch", "tubelet", "dim", "depth", "heads", "decoder_dim", "decoder_depth", "decoder_heads",
-    "mlp_ratio", "drop_path", "target_dim")}      # how messages name a checkpoint's "student" entries
-
-
 def checkpoint_student(ckpt: dict, path: str | Path, preset: str | None):
     """The StudentConfig of a checkpoint read by read_checkpoint: its own "student" entry, validated (one
     UserError naming the file and the entry), checked against its weights (check_fits_weights) and against
@@ -462,8 +457,9 @@ def checkpoint_student(ckpt: dict, path: str | Path, preset: str | None):
     if isinstance(ckpt.get("student"), dict):
         fields = {f.name for f in dataclasses.fields(StudentConfig)}
         cfg = StudentConfig(**{k: v for k, v in ckpt["student"].items() if k in fields})
-        cfg.validate(str(path), STUDENT_NAMES)
-        check_fits_weights(cfg, model_weights(ckpt), str(path), STUDENT_NAMES, Path(path))
+        names = {f: f"student.{f}" for f in fields}        # how messages name the entry's fields
+        cfg.validate(str(path), names)
+        check_fits_weights(cfg, model_weights(ckpt), str(path), names, Path(path))
         if preset is not None and not same_arch(student_config(preset), cfg):
             raise UserError(f"{path} holds a {_preset_name(cfg)} model, not --preset {preset}; pass the matching --preset")
         return cfg
