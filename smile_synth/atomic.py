@@ -39,7 +39,7 @@ def replacing(path: str | Path, size_hint: int | None = None) -> Iterator[Path]:
         os.replace(tmp, path)
     except Exception as e:
         if is_disk_full(e):
-            written = _file_size(tmp)
+            written = file_size(tmp)
             tmp.unlink(missing_ok=True)   # first, so the free space the message gives is what a rerun has
             raise disk_full_error(path, size_hint, written) from None
         raise
@@ -81,7 +81,8 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
-def _file_size(path: Path) -> int | None:
+def file_size(path: Path) -> int | None:
+    """Bytes in file `path` (e.g. a partial write's so far); None when it is not a readable file."""
     try:
         return path.stat().st_size if path.is_file() else None
     except OSError:

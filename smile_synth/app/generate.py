@@ -30,7 +30,14 @@ from tqdm import tqdm
 from generators import prepare, render_clip
 from generators.recipes import Recipe
 
-from smile_synth.atomic import disk_full_error, ensure_writable_folder, is_disk_full, temporaries_of, write_json_atomic
+from smile_synth.atomic import (
+    disk_full_error,
+    ensure_writable_folder,
+    file_size,
+    is_disk_full,
+    temporaries_of,
+    write_json_atomic,
+)
 from smile_synth.clip import check_geometry
 from smile_synth.errors import UserError
 from smile_synth.locks import FolderLocks
@@ -300,7 +307,7 @@ def _write_shard(out: Path, cfg: GenerateConfig, shard: int, results, bar) -> li
         write_json_atomic(sidecar_path(out / shard_name(shard)), side)
         writer.commit()
     except OSError as e:
-        written = writer.tmp.stat().st_size if writer.tmp.is_file() else None
+        written = file_size(writer.tmp)
         writer.abort()
         if is_disk_full(e):
             raise disk_full_error(writer.path, written=written) from None
