@@ -20,6 +20,7 @@ import logging
 import multiprocessing as mp
 import signal
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -161,11 +162,12 @@ def foreign_shards(out: Path, fp: str) -> list[str]:
     return [f"{tar.name} ({why})" for tar, why in mismatches if why]
 
 
-def claim_dataset(out: Path, spec: dict[str, Any], locks: FolderLocks) -> None:
-    """Check or create OUT/dataset.json under the `dataset` lock, refuse foreign shards, and hold the
-    `run` lock shared for the rest of this command."""
+def claim_dataset(out: Path, spec: dict[str, Any], locks: FolderLocks,
+                  on_wait: Callable[[str], None]) -> None:
+    """Check or create OUT/dataset.json under the `dataset` lock (`on_wait`: see waiting_notice), refuse
+    foreign shards, and hold the `run` lock shared for the rest of this command."""
     spec_path = out / DATASET
-    locks.acquire("dataset", on_wait=waiting_notice(out))
+    locks.acquire("dataset", on_wait=on_wait)
     try:
         old = read_json(spec_path) if spec_path.is_file() else None
         if old is not None and old != spec:
@@ -187,9 +189,10 @@ def claim_dataset(out: Path, spec: dict[str, Any], locks: FolderLocks) -> None:
         locks.release("dataset")
 
 
-def waiting_notice(out: Path):
-    """on_wait for FolderLocks.acquire: one warning per other process this command waits for (a suspended
-    generate holds its locks until it is resumed or ends), so a wait is never silent."""
+def waiting_notice(out: Path) -> Callable[[str], None]:
+    """on_wait for FolderLocks.acquire, one per command (every lock it waits on shares it): one warning per
+    other process this command waits for (a suspended generate holds its locks until it is resumed or
+    ends), so a wait is never silent."""
     told: set[str] = set()
 
     def notice(holder: str) -> None:
@@ -220,10 +223,11 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict[str, Any]:
     if any(not shard_complete(out, s) for s in my_shards(cfg)):
         prepare(cfg.recipe, cfg.seed, cfg.size)  # fail fast on bad folders (before claiming --out)
     try:
+        notice = waiting_notice(out)
         with FolderLocks(out) as locks:
-            claim_dataset(out, spec, locks)
-            failed, total_clips = _write_my_shards(out, cfg, locks, progress)
-            locks.acquire("dataset", on_wait=waiting_notice(out))   # one manifest writer at a time, each seeing every finished shard
+            claim_dataset(out, spec, locks, notice)
+            failed, total_clips = _write_my_shards(out, cfg, locks, progress, notice)
+            locks.acquire("dataset", on_wait=notice)   # one manifest writer at a time, each seeing every finished shard
             manifest = build_manifest(out, spec)
             write_json_atomic(out / MANIFEST, manifest)
     except KeyboardInterrupt:
@@ -237,19 +241,19 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict[str, Any]:
     return manifest
 
 
-def _write_my_shards(out: Path, cfg: GenerateConfig, locks: FolderLocks, progress: bool
+def _write_my_shards(out: Path, cfg: GenerateConfig, locks: FolderLocks, progress: bool,
+                     on_wait: Callable[[str], None]
                      ) -> tuple[list[tuple[int, str]], int]:
     """Write this rank's unfinished shards, each under its lock; shards another live command holds are
-    waited for, then looked at again. Returns (failed clips, clips attempted)."""
+    waited for (`on_wait`: see waiting_notice), then looked at again. Returns (failed clips, clips attempted)."""
     failed: list[tuple[int, str]] = []
     total_clips = 0
     remaining = my_shards(cfg)
-    notice = waiting_notice(out)
     while remaining:
         todo = [s for s in remaining if not shard_complete(out, s)]
         mine = [s for s in todo if locks.acquire(f"shard-{s:06d}", wait=False)]
         if todo and not mine:   # another live command writes these: wait for it, then look again
-            locks.acquire(f"shard-{todo[0]:06d}", on_wait=notice)
+            locks.acquire(f"shard-{todo[0]:06d}", on_wait=on_wait)
             locks.release(f"shard-{todo[0]:06d}")
             remaining = todo
             continue
