@@ -166,48 +166,51 @@ class RenderedBatch:
 
 class Atlas:
     """The textures and photos of one (recipe, seed, size) on one device: float32 (1, 3, D, C, C) slices
-    zero padded into a C = 2 x size canvas, with each slice's own (h, w); uploaded once."""
+    zero padded into a C = 2 x size canvas, with each slice's own (h, w) in hw float32 (D, 2). The banks
+    are uploaded once; a photo is uploaded when a batch first needs it, into the next free slice."""
 
     def __init__(self, res: Resources, device: torch.device):
         self.res, self.device, self.canvas = res, device, 2 * res.size
-        self.images: list[np.ndarray] = []
-        self.first: dict[tuple[str, int], int] = {}       # (kind, item) -> its first slice
+        self.bank_first: dict[str, int] = {}     # banked kind -> the slice of its item 0
+        self.bank_stride: dict[str, int] = {}    # slices per item: a volume's length, else 1
+        images: list[np.ndarray] = []
         kinds = {k for k, w in res.recipe.background.kinds.items() if w > 0}
         for kind in (k for k in ATLAS_KINDS if k in kinds and k != "photo"):
-            for i, item in enumerate(res.bank(kind)):
-                self.first[kind, i] = len(self.images)
-                self.images.extend(item if kind == "perlin3d" else [item])
-        self.banked = len(self.images)
-        self.photos: list[int] = []
-        self._upload()
+            bank = res.bank(kind)
+            self.bank_first[kind], self.bank_stride[kind] = len(images), bank.shape[1] if kind == "perlin3d" else 1
+            images.extend(bank.reshape(-1, *bank.shape[-3:]))                     # a volume: its slices in order
+        self.banked = len(images)
+        self.photo_slice: dict[int, int] = {}    # photo item -> its slice, after the banks
+        self.slices = torch.zeros(1, 3, 0, self.canvas, self.canvas, dtype=torch.float32, device=device)
+        self.hw = torch.zeros(0, 2, dtype=torch.float32, device=device)
+        self._put(0, images)
 
-    def _upload(self) -> None:
-        C, D = self.canvas, max(2, len(self.images))      # >= 2 slices: align_corners needs a span
-        slices = torch.zeros(1, 3, D, C, C, dtype=torch.float32, device=self.device)
-        hw = torch.full((D, 2), 2.0, dtype=torch.float32)
-        for d, img in enumerate(self.images):
+    def _put(self, start: int, images: Sequence[np.ndarray], room: int = 0) -> None:
+        """Write images (h, w, 3) into slices start, start + 1, ...; the tensors grow to hold them and at
+        least `room` slices (>= 2: align_corners needs a span)."""
+        C, D, need = self.canvas, self.slices.shape[2], max(2, start + len(images), room)
+        if need > D:
+            self.slices = torch.cat([self.slices, self.slices.new_zeros(1, 3, need - D, C, C)], dim=2)
+            self.hw = torch.cat([self.hw, self.hw.new_full((need - D, 2), 2.0)])
+        for d, img in enumerate(images, start):
             h, w = img.shape[:2]
-            slices[0, :, d, :h, :w] = torch.from_numpy(np.ascontiguousarray(img)).to(self.device).permute(2, 0, 1).float()
-            hw[d] = torch.tensor([h, w], dtype=torch.float32)
-        self.slices, self.hw = slices, hw.to(self.device)
+            self.slices[0, :, d, :h, :w] = torch.from_numpy(np.ascontiguousarray(img)).to(self.device).permute(2, 0, 1)
+        if images:
+            self.hw[start:start + len(images)] = torch.tensor([img.shape[:2] for img in images], dtype=torch.float32)
 
     def need_photos(self, items: Sequence[int]) -> None:
         """Make sure these photos are in the atlas (a full atlas starts its photos over)."""
-        new = sorted({int(i) for i in items} - {i for i in self.photos})
+        wanted = {int(i) for i in items}
+        new = sorted(wanted - self.photo_slice.keys())
         if not new:
             return
-        if len(self.photos) + len(new) > MAX_ATLAS_PHOTOS:
-            keep = sorted({int(i) for i in items})
-            self.images, self.photos = self.images[:self.banked], []
-            for key in [k for k in self.first if k[0] == "photo"]:
-                del self.first[key]
-            new = keep
-        lib = self.res.photos()
-        for i in new:
-            self.first["photo", i] = len(self.images)
-            self.images.append(lib.get(i))
-            self.photos.append(i)
-        self._upload()
+        if len(self.photo_slice) + len(new) > MAX_ATLAS_PHOTOS:
+            self.photo_slice, new = {}, sorted(wanted)
+            self.slices[:, :, self.banked:] = 0          # the zero padding around smaller photos
+        start = self.banked + len(self.photo_slice)
+        self.photo_slice.update((i, start + n) for n, i in enumerate(new))
+        lib = self.res.photos()          # room for as many photos as the atlas keeps: grown once
+        self._put(start, [lib.get(i) for i in new], room=self.banked + min(len(lib), MAX_ATLAS_PHOTOS))
 
     def slices_of(self, kinds: np.ndarray, items: np.ndarray) -> np.ndarray:
         """int64 (n,) first slice of each (kind code, item) pair (n,), (n,); banks by arithmetic."""
@@ -215,10 +218,9 @@ class Atlas:
         for code in np.unique(kinds):
             rows, name = kinds == code, KINDS[code]
             if name == "photo":
-                out[rows] = [self.first["photo", int(i)] for i in items[rows]]
+                out[rows] = [self.photo_slice[int(i)] for i in items[rows]]
             else:   # a bank's items are consecutive, `stride` slices apart
-                stride = self.first[name, 1] - self.first[name, 0] if (name, 1) in self.first else 1
-                out[rows] = self.first[name, 0] + items[rows].astype(np.int64) * stride
+                out[rows] = self.bank_first[name] + items[rows].astype(np.int64) * self.bank_stride[name]
         return out
 
 
