@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from smile_synth.atomic import write_json_atomic
+from smile_synth.errors import REASON_CHARS, one_line
 
 DIRECTIONS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}
 GLYPHS = "ABCDEFGHJKLMNPRSTUVWXYZ23456789"
@@ -80,7 +81,7 @@ def written_settings(done: Path) -> dict | None:
     try:
         return json.loads(done.read_text())
     except (OSError, ValueError) as e:
-        log.warning("%s is unreadable (%s); writing the direction set again", done, " ".join(str(e).split())[:120])
+        log.warning("%s is unreadable (%s); writing the direction set again", done, one_line(e, REASON_CHARS))
         return None
 
 

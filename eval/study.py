@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from smile_synth.errors import REASON_CHARS, one_line
+
 log = logging.getLogger(__name__)
 
 SCRATCH = "scratch"
@@ -145,7 +147,7 @@ def finished_metrics(path: Path) -> dict | None:
         if isinstance(m, dict) and all(isinstance(m.get(k), (int, float)) for k in ("top1", "chance")):
             return m
     except (OSError, ValueError) as e:
-        why = f"not JSON: {' '.join(str(e).split())[:120]}"
+        why = f"not JSON: {one_line(e, REASON_CHARS)}"
     log.warning("study: %s is unreadable (%s); fine-tuning that run again", path, why)
     return None
 

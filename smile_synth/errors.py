@@ -9,6 +9,7 @@ from __future__ import annotations
 
 TEXT_CHARS = 80           # file-derived text in a message: at most this many characters
 MESSAGE_CHARS = 2000      # a whole message: at most this many characters
+REASON_CHARS = 120        # an error's own text quoted in a warning: at most this many characters
 
 
 def _escaped(ch: str) -> str:
@@ -29,10 +30,10 @@ def shown(value: object, limit: int = TEXT_CHARS) -> str:
     return printable(repr(value), limit)
 
 
-def one_line(message: object) -> str:
+def one_line(message: object, limit: int = MESSAGE_CHARS) -> str:
     """`message` as one line: whitespace runs become one space, control characters are escaped, and it is
-    cut to MESSAGE_CHARS."""
-    return printable(" ".join(str(message).split()), MESSAGE_CHARS)
+    cut to `limit` characters."""
+    return printable(" ".join(str(message).split()), limit)
 
 
 class UserError(Exception):
