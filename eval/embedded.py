@@ -75,12 +75,6 @@ class Segment:
         return f"{self.side}/{self.name}.mp4"
 
 
-def embedded_recordings():
-    """(recording, part files) of each installed real recording (carphone_distorted not among them);
-    UserError (one line: what is missing, the fixes) when none is."""
-    return list(require_footage())
-
-
 def write_video(frames: np.ndarray, path: Path, fps: int = 25) -> None:
     """uint8 (T, H, W, 3) RGB -> an H.264 .mp4 (near-lossless), written atomically."""
     T, H, W, _ = frames.shape
@@ -182,7 +176,7 @@ def prepare_embedded_data(root: str | Path) -> tuple[Path, Path]:
     """Write ROOT/pretrain/<scene>.mp4, ROOT/eval/<scene>.mp4 (see the module doc) and ROOT/embedded.json;
     nothing when they are all in place for the installed recordings. Returns the two folders."""
     root = Path(root)
-    recordings = embedded_recordings()
+    recordings = require_footage()   # (recording, part files) of each installed one; none: one UserError
     sources = sorted(str(f) for _, files in recordings for f in files)
     old = _read_manifest(root)
     if old is not None and old.get("sources") == sources and all((root / s.path).is_file() for s in old["segments"]):
