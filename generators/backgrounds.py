@@ -134,11 +134,13 @@ def draw_background(kind: str, rng: np.random.Generator, T: int, size: int,
         return BackgroundPlan(kind, colour=(palette_colors(rng, 1)[0] * rng.uniform(0.2, 1.0) * 255).astype(np.uint8))
     if kind == "gradient":
         g = gradient_draw(rng)
-        return BackgroundPlan(kind, camera_matrices(rng, T, size, (2 * size, 2 * size), spec.camera), gradient=g)
+        return BackgroundPlan(kind, camera_matrices(rng, T, size, (2 * size, 2 * size), spec.camera, crop=CROP[kind]),
+                              gradient=g)
     if kind == "photo":
         lib = res.photos()
         i = int(rng.integers(len(lib)))
-        return BackgroundPlan(kind, camera_matrices(rng, T, size, lib.get(i).shape[:2], spec.camera), source=i)
+        return BackgroundPlan(kind, camera_matrices(rng, T, size, lib.get(i).shape[:2], spec.camera, crop=CROP[kind]),
+                              source=i)
     if kind in STILL_KINDS:
         bank = res.bank(kind)
         i = int(rng.integers(len(bank)))
