@@ -61,9 +61,7 @@ class CompareConfig:
                 raise UserError(f"--probe {p!r} is not one of {', '.join((FINETUNE, *PROBES))}")
         if FINETUNE in self.probes:
             finetune_config(self, None, "check", self.tasks[0], 0, None).validate()   # bad settings fail now, in one line
-        if self.seeds < 1:
-            raise UserError(f"--seeds {self.seeds} must be >= 1")
-        check_counts(self, ("steps", "folds", "windows", "clips", "crops"))
+        check_counts(self, ("seeds", "steps", "folds", "windows", "clips", "crops"))
         if self.runs and self.data is None:
             raise UserError("--run needs --data (a labelled list or folder of videos to evaluate on)")
         if not self.runs and self.scratch and self.preset is None and self.data is not None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from smile_synth.config import Bounds, check_bounds
 from smile_synth.errors import UserError
 from smile_synth.video import VideoItem, by_class_name, folder_classes, read_video_list
 
@@ -28,10 +29,7 @@ def default_cache_dir() -> Path:
 
 def check_counts(cfg, names: tuple[str, ...]) -> None:
     """One-line UserError for a count option below its minimum (2 for folds, else 1); None is unset."""
-    for name in names:
-        v, least = getattr(cfg, name), 2 if name == "folds" else 1
-        if v is not None and v < least:
-            raise UserError(f"--{name} {v} must be >= {least}")
+    check_bounds(cfg, {name: Bounds(2 if name == "folds" else 1) for name in names})
 
 
 @dataclass(frozen=True)
