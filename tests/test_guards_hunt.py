@@ -3,13 +3,12 @@ that module passed every other test (issue 24, item 7: a mutation hunt in the le
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_python
 
 from smile_synth.atomic import TMP, remove_stale_temporaries
 from smile_synth.errors import UserError
@@ -26,8 +25,7 @@ from training.natural import multi_scale_crop
 
 def dead_pid() -> int:
     """The pid of a process that has exited."""
-    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                              text=True).stdout)
+    return int(run_python("import os; print(os.getpid())").stdout)
 
 
 def test_only_temporaries_of_dead_writers_are_removed(tmp_path):
