@@ -43,7 +43,7 @@ from smile_synth.shards import (
 )
 from smile_synth.video import BadVideo, VideoItem
 
-from .device_batches import render_job
+from .device_batches import render_job, stack_pixels
 from .masking import object_token_coverage
 from .natural import load_clip, natural_videos
 
@@ -252,12 +252,8 @@ class BatchStream(IterableDataset):
         job = render_job(samples)
         if job is not None:
             return {"video": None, "coverage": None, "render": job, "bad": bad, "step": step, "error": None}
-        video = torch.from_numpy(np.stack([s.video for s in samples]))
-        coverage = None
-        if any(s.objects is not None for s in samples):
-            T, H, W = samples[0].video.shape[:3]
-            objects = np.stack([s.objects if s.objects is not None else np.zeros((T, H, W), bool) for s in samples])
-            coverage = object_token_coverage(torch.from_numpy(objects), self.tubelet, self.patch)
+        video, objects = stack_pixels(samples)
+        coverage = None if objects is None else object_token_coverage(objects, self.tubelet, self.patch)
         return {"video": video, "coverage": coverage, "bad": bad, "step": step, "error": None}
 
     def __iter__(self):

@@ -36,6 +36,16 @@ class RenderJob:
     overlay_plan: BatchPlan | None
 
 
+def stack_pixels(samples: Sequence) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Samples that hold pixels -> (video uint8 (n, T, H, W, 3), objects bool (n, T, H, W), all False for a
+    clip without objects; None when no clip has any)."""
+    video = torch.from_numpy(np.stack([s.video for s in samples]))
+    if all(s.objects is None for s in samples):
+        return video, None
+    none = np.zeros(video.shape[1:4], bool)
+    return video, torch.from_numpy(np.stack([none if s.objects is None else s.objects for s in samples]))
+
+
 def render_job(samples: Sequence) -> RenderJob | None:
     """The RenderJob of a batch's Samples (video, objects, plan), or None when none carries a plan
     (the batch is all pixels already)."""
@@ -44,13 +54,8 @@ def render_job(samples: Sequence) -> RenderJob | None:
     rendered = [i for i, s in enumerate(samples) if s.video is None]
     host = [i for i, s in enumerate(samples) if s.video is not None]
     overlaid = [i for i in host if samples[i].plan is not None]
-    first = samples[host[0]].video if host else None
-    T, S = (first.shape[0], first.shape[1]) if first is not None else (samples[0].plan.frames, samples[0].plan.size)
-    host_video = torch.from_numpy(np.stack([samples[i].video for i in host])) if host else None
-    host_objects = None
-    if any(samples[i].objects is not None for i in host):
-        host_objects = torch.from_numpy(np.stack([samples[i].objects if samples[i].objects is not None
-                                                  else np.zeros((T, S, S), bool) for i in host]))
+    host_video, host_objects = stack_pixels([samples[i] for i in host]) if host else (None, None)
+    T, S = host_video.shape[1:3] if host else (samples[0].plan.frames, samples[0].plan.size)
     return RenderJob((len(samples), T, S), np.array(rendered, np.int64),
                      stack_plans([samples[i].plan for i in rendered]) if rendered else None,
                      np.array(host, np.int64), host_video, host_objects, np.array(overlaid, np.int64),
