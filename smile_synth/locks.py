@@ -100,9 +100,11 @@ def run_folder(folder: str | Path, command: str, part: str | None = None) -> Ite
     parts go side by side. The kernel drops the locks when this process exits or dies, so a killed run
     never blocks the next."""
     with FolderLocks(folder) as locks:
-        for name, shared in ((RUN_FOLDER, part is not None), *(((part, False),) if part else ())):
+        wanted = [(RUN_FOLDER, folder, part is not None)]   # (lock, what it guards, shared)
+        if part is not None:
+            wanted.append((part, Path(folder) / part, False))
+        for name, where, shared in wanted:
             if not locks.acquire(name, shared=shared, wait=False):
-                where = Path(folder) / part if name == part else folder
                 raise UserError(f"{where} is in use by another run ({locks.holder(name)}); wait for it to "
                                 f"finish, or give this {command} another --out")
         yield locks
