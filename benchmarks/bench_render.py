@@ -146,6 +146,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.backend == "torch":
         return torch_backend(args)
+    cpu = cpu_model()
+    print(f"numpy backend on 1 core of {cpu}; {args.frames}x{args.size}, {args.clips} clips, median of {args.repeats}")
     results = {}
     for r in args.recipes:
         t0 = time.perf_counter()
@@ -165,7 +167,7 @@ def main() -> None:
                       "composite_speedup_vs_full_frame": round(statistics.median(ratios), 2)}
         print(f"{r:16s} {med:6.2f} ms/clip (runs {', '.join(f'{x:.1f}' for x in runs)}; setup {setup:.1f}s); "
               f"compositing {statistics.median(ratios):.1f}x faster than full-frame baseline")
-    print(json.dumps({"frames": args.frames, "size": args.size, "results": results}))
+    print(json.dumps({"cpu": cpu, "frames": args.frames, "size": args.size, "results": results}))
 
 
 if __name__ == "__main__":
