@@ -100,11 +100,6 @@ def gradient_paint(colours: np.ndarray, angle: float, size: int) -> np.ndarray:
     return (img * 255).astype(np.uint8)
 
 
-def gradient_image(rng, size: int) -> np.ndarray:
-    """uint8 (size, size, 3) linear blend between two random colours at a random angle."""
-    return gradient_paint(*gradient_draw(rng), size)
-
-
 STILL_KINDS = ("perlin", "spectral", "fractal")   # banked 2-D textures
 CROP = {"gradient": (0.6, 1.0), "photo": (0.6, 1.0), "perlin": (0.35, 0.6), "spectral": (0.35, 0.6),
         "fractal": (0.35, 0.6), "perlin3d": (0.5, 1.0)}   # the camera's crop range per kind
@@ -127,7 +122,9 @@ class BackgroundPlan:
 
 def draw_background(kind: str, rng: np.random.Generator, T: int, size: int,
                     spec: BackgroundSpec, res: Resources) -> BackgroundPlan:
-    """The draws of render_background, in its order: the plan of a T-frame background."""
+    """The plan of a T-frame background of `kind`: all its draws, in order. The camera path (e.g. shake)
+    is drawn and smoothed over all T frames, so a still clip's background (paint_background(still=True))
+    is the moving clip's frame 0."""
     if kind == "black":
         return BackgroundPlan(kind)
     if kind == "solid":
@@ -176,13 +173,3 @@ def paint_background(plan: BackgroundPlan, res: Resources, T: int, size: int, st
     if plan.kind == "perlin3d":
         return play_volume(src, plan.positions, plan.camera, size, still)
     return view_still(src, plan.camera, size, still)
-
-
-def render_background(kind: str, rng: np.random.Generator, T: int, size: int,
-                      spec: BackgroundSpec, res: Resources, still: bool = False) -> np.ndarray:
-    """uint8 (T, size, size, 3) background video of the given kind.
-
-    still: return only frame 0, (1, size, size, 3). The draws are those of the T-frame video
-    (the camera path, e.g. shake, is drawn and smoothed over all T frames), so the rng ends in
-    the same state and frame 0 is the moving video's frame 0."""
-    return paint_background(draw_background(kind, rng, T, size, spec, res), res, T, size, still)
