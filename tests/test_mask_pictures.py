@@ -52,6 +52,23 @@ def test_masks_command_writes_a_picture(tmp_path):
     assert (w, h) == (2 * 66 - 2, 6 * 66 - 2)
 
 
+def test_masks_command_paints_on_the_render_device(tmp_path):
+    """With a render device the batch holds plans: the sheet shows the clips painted there, with the
+    masks the numpy path gives (CPU masks are the same random draws; pixels differ at edges only)."""
+    from PIL import Image
+    sheets = []
+    for extra in ([], ["--set", "render_device=cpu"]):
+        out = tmp_path / f"m{len(extra)}.png"
+        res = CliRunner().invoke(cli, ["masks", "--recipe", "black+objects", "--n", "2", "--frames", "4",
+                                       "--size", "64", "--out", str(out), *extra])
+        assert res.exit_code == 0, res.output
+        sheets.append(np.asarray(Image.open(out)).astype(int))
+    assert sheets[0].shape == sheets[1].shape
+    assert np.abs(sheets[0] - sheets[1]).mean() < 0.5
+    grey = [(s == MASKED_GREY).all(-1) for s in sheets]
+    assert (grey[0] == grey[1]).mean() > 0.995                  # the same tokens masked
+
+
 @pytest.mark.parametrize("args, words", [
     (["--n", "0"], "--n 0"),
     (["--out", "/nonexistent-folder/m.png"], "does not exist"),

@@ -7,6 +7,7 @@ import torch
 
 from smile_synth.errors import UserError
 from training.data import BatchStream, build_source
+from training.device_batches import realise
 from training.masking import MaskSpec, TrajectoryMasker
 from training.trainer import student_config_for
 
@@ -61,9 +62,12 @@ def preview_masks(cfg, n: int = 4) -> np.ndarray:
     batch = BatchStream(build_source(cfg, s), n, s.tubelet, s.patch).batch(0)
     if batch["error"]:
         raise UserError(batch["error"])
-    coverage = batch["coverage"] if batch["coverage"] is not None else torch.zeros(n, s.num_tokens)
+    if cfg.render_device is not None:   # the batch holds plans: paint them where the run would, then look here
+        batch = realise(batch, torch.device(cfg.render_device), s.tubelet, s.patch)
+    video = batch["video"].cpu()
+    coverage = batch["coverage"].cpu() if batch["coverage"] is not None else torch.zeros(n, s.num_tokens)
     gen = torch.Generator().manual_seed(cfg.seed)
     masks = {kind: TrajectoryMasker(MaskSpec(kind, cfg.mask_ratio, cfg.traj_unmask_ratio, cfg.object_threshold),
                                     s.grid)(coverage, n, gen).numpy() for kind in ("tube", "traj")}
     objects = (coverage >= cfg.object_threshold).numpy()
-    return mask_sheet(batch["video"].numpy(), objects, masks, s.grid, s.tubelet, s.patch)
+    return mask_sheet(video.numpy(), objects, masks, s.grid, s.tubelet, s.patch)
