@@ -6,15 +6,19 @@ from typing import Any
 
 import numpy as np
 
+from .config import MAX_FRAMES, MAX_SIZE
 from .errors import UserError
 
 
 def check_geometry(frames: int, size: int, frames_name: str = "frames", size_name: str = "size") -> None:
-    """The one check of a clip's frames and size (px, square): the patch grid needs size % 16 == 0."""
-    if frames < 2:
-        raise UserError(f"{frames_name} {frames} is too few; a clip needs at least 2 frames")
-    if size < 16 or size % 16:
-        raise UserError(f"{size_name} {size} must be a positive multiple of 16 (the patch size), e.g. 112 or 224")
+    """The one check of a clip's frames and size (px, square): the patch grid needs size % 16 == 0, and
+    both stay within the bounds every command shares (MAX_FRAMES, MAX_SIZE), so a typo is one line, not
+    an allocation of hundreds of GB."""
+    if not 2 <= frames <= MAX_FRAMES:
+        raise UserError(f"{frames_name} {frames} must be in [2, {MAX_FRAMES}]; a clip needs at least 2 frames")
+    if size < 16 or size % 16 or size > MAX_SIZE:
+        raise UserError(f"{size_name} {size} must be a positive multiple of 16 (the patch size) up to {MAX_SIZE}, "
+                        "e.g. 112 or 224")
 
 
 

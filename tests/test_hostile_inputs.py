@@ -225,6 +225,18 @@ def test_pretrain_numbers_out_of_range_get_one_line(tmp_path, args, needle):
     assert_user_error(r, needle)
 
 
+@pytest.mark.parametrize("command", [["generate", "--n", 2, "--out"], ["preview", "--recipe", "black+objects", "--out"]])
+@pytest.mark.parametrize("args, needle", [
+    (["--frames", "2000000000"], "--frames 2000000000 must be in [2, 512]"),
+    (["--size", "160000"], "--size 160000 must be a positive multiple of 16 (the patch size) up to 2048"),
+])
+def test_generate_and_preview_sizes_have_upper_bounds(tmp_path, command, args, needle):
+    """F16/F17 for the renderers: an absurd clip size is one line, not an allocator traceback."""
+    r = run_cli(*command, tmp_path / "out.png", *args)
+    assert r.exit_code == 2
+    assert_user_error(r, needle)
+
+
 def test_more_folds_than_the_data_makes_reports_the_real_number(tmp_path, test_videos, caplog):
     """F18: 3 source videos make 3 folds whatever --folds says; the run says so and reports 3-fold."""
     data = write_list(tmp_path / "all.txt", [(v, 0) for v in test_videos])

@@ -207,7 +207,9 @@ def preview(recipe, overrides, shards, out, n, gif, overlay_masks, seed, frames,
     check_picture_args(n, out, gif)
     if recipe is not None:
         from generators import render_clip
+        from smile_synth.clip import check_geometry
 
+        check_geometry(frames, size, "--frames", "--size")
         r = _load_recipe(recipe, overrides)
         clips = [render_clip(r, seed, i, frames, size) for i in range(n)]
     else:
