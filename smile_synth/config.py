@@ -160,6 +160,10 @@ class Bounds:
         return f"in {'(' if self.open_low else '['}{lo}, {hi}{')' if self.open_high else ']'}"
 
 
+
+AT_LEAST_1, SHARE, POSITIVE = Bounds(1), Bounds(0, 1), Bounds(0, open_low=True)   # the common ones
+
+
 def _number(v: float | None) -> str:
     return str(int(v)) if v is not None and float(v).is_integer() else str(v)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from generators.recipes import DEFAULT_RECIPE, get_recipe
-from smile_synth.config import MAX_FRAMES, MAX_SIZE, MAX_WORKERS, Bounds, check_bounds
+from smile_synth.config import AT_LEAST_1, MAX_FRAMES, MAX_SIZE, MAX_WORKERS, POSITIVE, SHARE, Bounds, check_bounds
 from smile_synth.errors import UserError
 
 from .distributed import PRECISIONS
@@ -20,16 +20,15 @@ SOURCES = ("synthetic", "natural", "mixed")
 DEFAULT_EPOCHS = 400
 DEFAULT_BASE_LR = {"micro": 1.5e-3, "tiny": 1.5e-3, "small": 1.5e-4, "base": 1.5e-4, "large": 1.5e-4}
 
-AT_LEAST_1, SHARE = Bounds(1), Bounds(0, 1)
 # what each number may be (nan and inf never are); sizes whose product must fit in memory are checked by the trainer
 BOUNDS = {
     "steps": AT_LEAST_1, "epoch_clips": AT_LEAST_1, "batch_size": AT_LEAST_1, "save_every": AT_LEAST_1,
     "keep_every": AT_LEAST_1, "log_every": AT_LEAST_1, "sampling_rate": AT_LEAST_1,
     "workers": Bounds(0, MAX_WORKERS), "frames": Bounds(2, MAX_FRAMES), "size": Bounds(16, MAX_SIZE),
-    "epochs": Bounds(0, open_low=True), "mask_ratio": Bounds(0, 1, open_low=True, open_high=True),
+    "epochs": POSITIVE, "mask_ratio": Bounds(0, 1, open_low=True, open_high=True),
     "traj_unmask_ratio": SHARE, "mix_ratio": SHARE, "max_bad_share": SHARE,
     "object_threshold": Bounds(0, 1, open_low=True), "drop_path": Bounds(0, 1, open_high=True),
-    "lr": Bounds(0, open_low=True), "warmup": Bounds(0), "weight_decay": Bounds(0), "clip_grad": Bounds(0, open_low=True),
+    "lr": POSITIVE, "warmup": Bounds(0), "weight_decay": Bounds(0), "clip_grad": POSITIVE,
 }
 
 

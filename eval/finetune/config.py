@@ -12,20 +12,20 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from smile_synth.config import MAX_FRAMES, MAX_SIZE, MAX_WORKERS, Bounds, check_bounds
+from smile_synth.config import AT_LEAST_1, MAX_FRAMES, MAX_SIZE, MAX_WORKERS, POSITIVE, SHARE, Bounds, check_bounds
 from smile_synth.errors import UserError
 from training.distributed import PRECISIONS
 
 DEFAULT_OUT = "runs/finetune"
 EVAL_SUFFIX = "-eval"      # --eval-only's default --out: the tested run's folder + this
-AT_LEAST_1, SHARE, BELOW_1 = Bounds(1), Bounds(0, 1), Bounds(0, 1, open_high=True)
+BELOW_1 = Bounds(0, 1, open_high=True)
 # what each number may be (nan and inf never are); sizes whose product must fit in memory are checked in run.py
 BOUNDS = {
     "folds": Bounds(2), "fold": Bounds(0), "batch_size": AT_LEAST_1, "repeated_aug": AT_LEAST_1, "test_clips": AT_LEAST_1,
     "test_crops": AT_LEAST_1, "windows": AT_LEAST_1, "save_every": AT_LEAST_1, "log_every": AT_LEAST_1,
     "steps": AT_LEAST_1, "stride": AT_LEAST_1, "workers": Bounds(0, MAX_WORKERS),
     "frames": Bounds(2, MAX_FRAMES), "size": Bounds(8, MAX_SIZE),
-    "epochs": Bounds(0, open_low=True), "lr": Bounds(0, open_low=True), "clip_grad": Bounds(0, open_low=True),
+    "epochs": POSITIVE, "lr": POSITIVE, "clip_grad": POSITIVE,
     "min_lr": Bounds(0), "warmup_lr": Bounds(0), "warmup_epochs": Bounds(0), "weight_decay": Bounds(0),
     "mixup": Bounds(0), "cutmix": Bounds(0),
     "layer_decay": SHARE, "mixup_prob": SHARE, "mixup_switch_prob": SHARE, "reprob": SHARE, "max_bad_share": SHARE,
