@@ -44,6 +44,10 @@ def distributed_run() -> Iterator[Dist]:
     d = setup_distributed()
     try:
         yield d
+        if d.world > 1:
+            # leave together: a rank that tears its gloo pair down while another still talks to it can
+            # abort ("terminate called without an active exception"); not on an error, where peers may be gone
+            dist.barrier()
     finally:
         close_distributed()
 
