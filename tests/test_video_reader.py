@@ -256,7 +256,7 @@ def test_clear_caches_forgets_everything(videos):
     decode_frames(videos / "good.mp4", np.array([1]))
     assert CACHE.frames and CACHE.lengths and CACHE.clock == 1
     clear_caches()
-    assert not CACHE.frames and not CACHE.lengths and not CACHE.misses and not CACHE.pts
+    assert not CACHE.frames and not CACHE.lengths and not CACHE.misses and not CACHE.seek_indexes
     assert CACHE.frames_bytes == 0 and CACHE.clock == 0
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 CACHE_BYTES = 512 * 2**20  # default per-process budget for fully decoded videos (VideoCache.budget_bytes)
 CACHE_SHARE = 4  # a video is cached whole only if its decoded frames take <= budget_bytes / CACHE_SHARE
-PTS_TABLES = 4096  # how many per-video seek indexes to keep (a few KiB each)
+SEEK_INDEXES = 4096  # how many per-video seek indexes to keep (a few KiB each)
 MISSES_KEPT = 4096  # how many recent cache misses `admit` remembers
 
 FileKey = tuple[str, int, int]  # (path, mtime_ns, size)
@@ -36,7 +36,7 @@ class VideoCache:
     def __init__(self, budget_bytes: int = CACHE_BYTES):
         self.budget_bytes = budget_bytes
         self.lengths: dict[FileKey, int] = {}
-        self.pts: OrderedDict[FileKey, object] = OrderedDict()  # decode.SeekIndex or None
+        self.seek_indexes: OrderedDict[FileKey, object] = OrderedDict()  # decode.SeekIndex or None
         self.frames: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self.frames_bytes = 0  # sum of the nbytes of `frames`
         self.misses: OrderedDict[tuple, int] = OrderedDict()  # decoded-video key -> clock of its last miss
@@ -54,19 +54,19 @@ class VideoCache:
 
     # ------------------------------------------------------------------------------- seek indexes
 
-    def get_pts(self, key: FileKey) -> tuple[bool, object]:
+    def get_seek_index(self, key: FileKey) -> tuple[bool, object]:
         """(known, seek index): a stored index may itself be None (the video's frames cannot be told apart)."""
         with self._lock:
-            if key in self.pts:
-                self.pts.move_to_end(key)
-                return True, self.pts[key]
+            if key in self.seek_indexes:
+                self.seek_indexes.move_to_end(key)
+                return True, self.seek_indexes[key]
         return False, None
 
-    def store_pts(self, key: FileKey, index: object) -> None:
+    def store_seek_index(self, key: FileKey, index: object) -> None:
         with self._lock:
-            self.pts[key] = index
-            while len(self.pts) > PTS_TABLES:
-                self.pts.popitem(last=False)
+            self.seek_indexes[key] = index
+            while len(self.seek_indexes) > SEEK_INDEXES:
+                self.seek_indexes.popitem(last=False)
 
     # ------------------------------------------------------------------------------ decoded videos
 
@@ -115,7 +115,7 @@ class VideoCache:
         """Forget every count, seek index and decoded video, and restart the clock."""
         with self._lock:
             self.lengths.clear()
-            self.pts.clear()
+            self.seek_indexes.clear()
             self.frames.clear()
             self.misses.clear()
             self.frames_bytes = self.clock = 0

@@ -219,7 +219,7 @@ class SeekIndex(NamedTuple):
 def _seek_index(path: Path, key: tuple) -> SeekIndex | None:
     """The video's SeekIndex (cached), or None when some packet has no timestamp or two share one (then
     frames cannot be identified after a seek)."""
-    known, index = CACHE.get_pts(key)
+    known, index = CACHE.get_seek_index(key)
     if known:
         return index
     container, s = _open(path)
@@ -239,7 +239,7 @@ def _seek_index(path: Path, key: tuple) -> SeekIndex | None:
         table = np.asarray(pts, np.int64)[order]
         if not np.any(np.diff(table) == 0):
             index = SeekIndex(table, np.flatnonzero(np.asarray(is_key, bool)[order]), discarded)
-    CACHE.store_pts(key, index)
+    CACHE.store_seek_index(key, index)
     return index
 
 
@@ -402,6 +402,6 @@ def _seek_partial(container, s, path: Path, key: tuple, needed: np.ndarray,
     except _DECODE_ERRORS:
         return None, True  # decoding from the first frame says whether the file itself is bad
     if got is NOT_A_KEYFRAME:
-        CACHE.store_pts(key, index._replace(landings_exact=False))
+        CACHE.store_seek_index(key, index._replace(landings_exact=False))
         return None, True
     return got, True
