@@ -160,7 +160,6 @@ class Bounds:
         return f"in {'(' if self.open_low else '['}{lo}, {hi}{')' if self.open_high else ']'}"
 
 
-
 AT_LEAST_1, SHARE, POSITIVE = Bounds(1), Bounds(0, 1), Bounds(0, open_low=True)   # the common ones
 
 

@@ -56,10 +56,10 @@ def trajectory_mask(object_tokens: torch.Tensor, grid: tuple[int, int, int], rat
                     unmask_ratio: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """SMILE's tube + trajectory masking, rebalanced to exactly masked_count(grid, ratio) per clip.
 
-    object_tokens: bool (B, N), on any device (the result is computed there). Of each clip's object tokens a random round(unmask_ratio x n) stay
-    visible and the rest are masked; the other tokens follow a tube mask. When that masks too many or
-    too few, tokens are unmasked or masked at random, touching object tokens only when unavoidable.
-    -> bool (B, N)."""
+    object_tokens: bool (B, N), on any device (the result is computed there). Of each clip's object
+    tokens a random round(unmask_ratio x n) stay visible and the rest are masked; the other tokens
+    follow a tube mask. When that masks too many or too few, tokens are unmasked or masked at random,
+    touching object tokens only when unavoidable. -> bool (B, N)."""
     B, N = object_tokens.shape
     k = masked_count(grid, ratio)
     obj = object_tokens.bool()
@@ -149,7 +149,7 @@ class TrajectoryMasker:
         self.num_masked = masked_count(grid, spec.ratio)
         t, h, w = grid
         if not 0 < self.num_masked < t * h * w:   # the student needs tokens both to see and to predict
-            raise UserError(f"--mask-ratio {spec.ratio} masks {self.num_masked} of the {h * w} tokens of each frame "
+            raise UserError(f"--mask-ratio {spec.ratio} masks {self.num_masked // t} of the {h * w} tokens of each frame "
                             f"slot ({h}x{w} patches): raise --size or change --mask-ratio so that some but not all are masked")
         self.masker = MASKS[spec.kind](spec, grid)
 

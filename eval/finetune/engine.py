@@ -26,6 +26,7 @@ from ..tasks import Example
 
 log = logging.getLogger(__name__)
 
+
 @dataclasses.dataclass
 class Loop:
     """What the loop works with, built by run.py."""
