@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from smile_synth.clip import Clip, check_geometry
+from smile_synth.clip import Clip
 from smile_synth.errors import UserError
 
 from .backgrounds import paint_background
@@ -54,8 +54,7 @@ def overlay_clip(frames: np.ndarray, recipe: str | Recipe = "overlay", seed: int
     T, H, W = frames.shape[:3]
     if H != W:
         raise UserError(f"overlay frames must be square (crop first), got {H}x{W}")
-    check_geometry(T, H)
-    plan = plan_overlay(recipe, seed, index, T, H)
+    plan = plan_overlay(recipe, seed, index, T, H)   # checks T and H (check_geometry)
     posed = [hold_pose(t, T) for t in plan.tracks] if plan.static else plan.tracks
     video, masks, boxes = composite(frames.copy(), posed)
     return Clip(video, masks, boxes, plan.meta())
