@@ -13,10 +13,10 @@ from typing import Any, Callable, Iterator
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from smile_synth.clip import Clip
+from smile_synth.clip import Clip, check_geometry
 
 from .recipes import Recipe, get_recipe
-from .render import check_geometry, prepare, render_clip
+from .render import prepare, render_clip
 
 
 def _rank_world() -> tuple[int, int]:
