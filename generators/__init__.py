@@ -11,9 +11,11 @@ _cv2.setNumThreads(1)
 
 from smile_synth.clip import Clip  # noqa: E402
 from .recipes import Recipe, describe_recipes, get_recipe, recipe_names  # noqa: E402
+from .flow import ANNOTATIONS, annotate, check_annotations  # noqa: E402
 from .render import overlay_clip, prepare, render_clip  # noqa: E402
 
 __all__ = ["Clip", "Recipe", "render_clip", "overlay_clip", "get_recipe", "prepare", "recipe_names", "describe_recipes",
+           "ANNOTATIONS", "annotate", "check_annotations",
            "ClipStream", "render_batch", "overlay_batch"]
 
 

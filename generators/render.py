@@ -8,6 +8,7 @@ from smile_synth.errors import UserError
 
 from .backgrounds import paint_background
 from .compositor import composite
+from .flow import annotate, check_annotations
 from .objects import hold_pose
 from .plan import ClipPlan, plan_clip, plan_overlay, resolve
 from .recipes import Recipe
@@ -34,21 +35,30 @@ def paint_clip(plan: ClipPlan) -> Clip:
     return Clip(video, masks, boxes, plan.meta())
 
 
-def render_clip(recipe: str | Recipe, seed: int, index: int, frames: int = 16, size: int = 224) -> Clip:
+def render_clip(recipe: str | Recipe, seed: int, index: int, frames: int = 16, size: int = 224,
+                annotations: tuple[str, ...] = ()) -> Clip:
     """Clip `index` of (recipe, seed): a pure function of its arguments.
 
     Returns Clip(video uint8 (T, H, W, 3), masks bool (K, T, H, W), boxes float32 (K, T, 4), meta).
     With motion.static every frame is frame 0 of the moving clip of the same (seed, index): the
     same draws are made, then frame 0 alone is composed and repeated.
+    annotations: names from generators.flow.ANNOTATIONS ("flow", "tracks") to add to the Clip; the
+    pixels, masks, boxes and meta are the same with or without them.
     """
-    return paint_clip(plan_clip(recipe, seed, index, frames, size))
+    check_annotations(annotations)
+    plan = plan_clip(recipe, seed, index, frames, size)
+    return annotate(plan, paint_clip(plan), annotations)
 
 
-def overlay_clip(frames: np.ndarray, recipe: str | Recipe = "overlay", seed: int = 0, index: int = 0) -> Clip:
+def overlay_clip(frames: np.ndarray, recipe: str | Recipe = "overlay", seed: int = 0, index: int = 0,
+                 annotations: tuple[str, ...] = ()) -> Clip:
     """Add recipe's moving objects onto given frames (uint8 (T, H, W, 3), square, H % 16 == 0).
 
     The frames are not modified; the objects of (recipe, seed, index) are the same whatever the frames.
-    With motion.static the objects stay at their frame-0 pose on every frame, which play as given."""
+    With motion.static the objects stay at their frame-0 pose on every frame, which play as given.
+    annotations: as render_clip's; the given frames' own motion is unknown, so only object pixels
+    have valid flow."""
+    check_annotations(annotations)
     if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8:
         raise UserError(f"overlay frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
     T, H, W = frames.shape[:3]
@@ -57,7 +67,7 @@ def overlay_clip(frames: np.ndarray, recipe: str | Recipe = "overlay", seed: int
     plan = plan_overlay(recipe, seed, index, T, H)   # checks T and H (check_geometry)
     posed = [hold_pose(t, T) for t in plan.tracks] if plan.static else plan.tracks
     video, masks, boxes = composite(frames.copy(), posed)
-    return Clip(video, masks, boxes, plan.meta())
+    return annotate(plan, Clip(video, masks, boxes, plan.meta()), annotations)
 
 
 def prepare(recipe: str | Recipe, seed: int, size: int) -> Recipe:

@@ -31,12 +31,31 @@ class Clip:
     boxes: float32 (K, T, 4), x1 y1 x2 y2 in pixels of the visible mask
            (x2/y2 exclusive); NaN where the object is not visible in that frame.
     meta:  dict with recipe, recipe_version, seed, index, objects=[{category, trajectory}, ...].
+
+    Optional annotations (generators.flow; None unless asked for; pixel centres at integer coordinates):
+    flow:            float32 (T-1, H, W, 2) forward flow in px, (dx, dy): pixel p of frame t moves to
+                     p + flow[t, p] in frame t+1.
+    flow_back:       float32 (T-1, H, W, 2) backward flow in px, (dx, dy): pixel p of frame t+1 was at
+                     p + flow_back[t, p] in frame t.
+    flow_valid:      bool (T-1, H, W) the forward flow at p of frame t is defined (its owner's motion is).
+    flow_back_valid: bool (T-1, H, W) the same for flow_back (pixels of frame t+1).
+    occluded:        bool (T-1, H, W) the surface at p of frame t is hidden at t+1 or leaves the frame.
+    tracks:          float32 (N, T, 2) x, y in px of N points on the objects (TAP-Vid convention).
+    track_visible:   bool (N, T) the point is in the frame and its object owns the pixel there.
+    A clip has all four flow fields or none, and both track fields or none.
     """
 
     video: np.ndarray
     masks: np.ndarray
     boxes: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+    flow: np.ndarray | None = None
+    flow_back: np.ndarray | None = None
+    flow_valid: np.ndarray | None = None
+    flow_back_valid: np.ndarray | None = None
+    occluded: np.ndarray | None = None
+    tracks: np.ndarray | None = None
+    track_visible: np.ndarray | None = None
 
     @property
     def num_frames(self) -> int:
