@@ -15,6 +15,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from smile_synth.clip import Clip, check_geometry
 
+from .flow import check_annotations
 from .recipes import Recipe, get_recipe
 from .render import prepare, render_clip
 
@@ -30,13 +31,15 @@ class ClipStream(IterableDataset):
 
     recipe: name, file or Recipe. length: total clips over all ranks and workers (None = endless).
     With a DataLoader, give a `transform` that turns a Clip into tensors (objects per clip vary,
-    so Clips themselves do not collate) or use batch_size=None.
+    so Clips themselves do not collate) or use batch_size=None. annotations: names from
+    generators.flow.ANNOTATIONS that every clip carries (render_clip's).
     """
 
     def __init__(self, recipe: str | Recipe, seed: int = 0, frames: int = 16, size: int = 224, start: int = 0,
                  length: int | None = None, transform: Callable[[Any], Any] | None = None,
-                 rank: int | None = None, world_size: int | None = None):
+                 rank: int | None = None, world_size: int | None = None, annotations: tuple[str, ...] = ()):
         check_geometry(frames, size)
+        self.annotations = check_annotations(annotations)
         self.recipe = recipe if isinstance(recipe, Recipe) else get_recipe(recipe)
         self.seed, self.frames, self.size = seed, frames, size
         self.start, self.length, self.transform = start, length, transform
@@ -44,8 +47,8 @@ class ClipStream(IterableDataset):
         prepare(self.recipe, seed, size)  # bad folders fail here; forked DataLoader workers share the banks
 
     def clip(self, i: int) -> Clip:
-        """Clip i: render_clip(recipe, seed, i, frames, size)."""
-        return render_clip(self.recipe, self.seed, i, self.frames, self.size)
+        """Clip i: render_clip(recipe, seed, i, frames, size, annotations)."""
+        return render_clip(self.recipe, self.seed, i, self.frames, self.size, annotations=self.annotations)
 
     def indices(self, worker: int = 0, num_workers: int = 1) -> Iterator[int]:
         """Clip indices this (rank, worker) renders."""

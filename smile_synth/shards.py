@@ -7,6 +7,12 @@ A sample with key "000000123" holds
     000000123.boxes.npy    float32 (K, T, 4) x1 y1 x2 y2, NaN where not visible
     000000123.json         meta (recipe, seed, index, objects, ...), num_objects, frames, size and
                            a BLAKE2b checksum of every other member (flipped bits decode silently)
+and, only when generated with --annotations (a plain sample has neither, so plain shards are unchanged):
+    000000123.flow.zlib    zlib level 6 of: flow and flow_back as float16, row-delta coded (see
+                           shard_annotations.flow_bytes; 3x smaller than plain float16), then flow_valid,
+                           flow_back_valid, occluded (T-1, H, W) as bits (numpy packbits)
+    000000123.tracks.zlib  zlib level 6 of: tracks float32 (N, T, 2) as a .npy (header gives N), then
+                           track_visible (N, T) as bits
 Shards are written to a temporary name and renamed when complete, so a shard that exists is whole.
 """
 from __future__ import annotations
@@ -27,6 +33,7 @@ import numpy as np
 
 from .atomic import replacing, write_json_atomic  # noqa: F401 - write_json_atomic re-exported for one release
 from .clip import Clip
+from .shard_annotations import annotation_members, decode_annotations
 from .video_io import DEFAULT_CODEC, ClipEncoder, Codec, decode_video
 
 SHARD_GLOB = "shard-*.tar"
@@ -83,6 +90,7 @@ def encode_sample(clip: Clip, codec: Codec = DEFAULT_CODEC, encoder: ClipEncoder
         f"video.{encoder.codec.extension}": encoder.encode(clip.video),
         "masks.zlib": zlib.compress(np.packbits(clip.masks).tobytes(), 1),
         "boxes.npy": buf.getvalue(),
+        **annotation_members(clip),
     }
     meta = dict(clip.meta, num_objects=clip.num_objects, frames=T, size=[H, W],
                 checksums={k: checksum(v) for k, v in members.items()})
@@ -113,11 +121,12 @@ def decode_sample(sample: dict[str, bytes]) -> Clip:
             raise ValueError(f"masks hold {bits.size * 8} bits, expected {K * T * H * W}")
         masks = np.unpackbits(bits, count=K * T * H * W).view(bool).reshape(K, T, H, W)
         boxes = np.load(io.BytesIO(sample["boxes.npy"]), allow_pickle=False)
+        annotations = decode_annotations(sample, T, H, W)
     except KeyError as e:
         raise ValueError(f"incomplete sample: no {e.args[0]!r} member") from None
     except (json.JSONDecodeError, OSError, zlib.error) as e:
         raise ValueError(f"incomplete sample: {type(e).__name__} {e}") from None
-    return Clip(video, masks, boxes, meta)
+    return Clip(video, masks, boxes, meta, **annotations)
 
 
 # ---- tar files ----------------------------------------------------------------------------

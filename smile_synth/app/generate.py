@@ -28,7 +28,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from generators import prepare, render_clip
+from generators import check_annotations, prepare, render_clip
 from generators.recipes import Recipe
 
 from smile_synth.atomic import (
@@ -78,6 +78,7 @@ class GenerateConfig:
     rank: int = 0
     world_size: int = 1
     codec: str = "h264"
+    annotations: tuple[str, ...] = ()   # names from generators.flow.ANNOTATIONS, stored per clip
 
     def validate(self) -> None:
         if self.n < 1:
@@ -94,6 +95,7 @@ class GenerateConfig:
         if self.codec not in CODECS:
             raise UserError(f"--codec {self.codec!r} unknown; choose {', '.join(CODECS)}")
         check_geometry(self.frames, self.size, "--frames", "--size")
+        check_annotations(self.annotations)
 
     @cached_property
     def fingerprint(self) -> str:
@@ -102,8 +104,11 @@ class GenerateConfig:
 
     def spec(self) -> dict[str, Any]:
         """What defines the dataset's content: a rerun must match it to resume."""
-        return {"format_version": FORMAT_VERSION, "n": self.n, "recipe": self.recipe.to_dict(), "seed": self.seed,
+        spec = {"format_version": FORMAT_VERSION, "n": self.n, "recipe": self.recipe.to_dict(), "seed": self.seed,
                 "frames": self.frames, "size": self.size, "shard_size": self.shard_size, "codec": asdict(CODECS[self.codec])}
+        if self.annotations:   # only then: a plain dataset's spec and fingerprint stay what they were
+            spec["annotations"] = list(check_annotations(self.annotations))   # in ANNOTATIONS order
+        return spec
 
 
 # ---- worker side --------------------------------------------------------------------------
@@ -125,7 +130,7 @@ def _render_segment(indices: range) -> list[tuple[int, dict[str, bytes] | None, 
     out = []
     for index in indices:
         try:
-            clip = render_clip(cfg.recipe, cfg.seed, index, cfg.frames, cfg.size)
+            clip = render_clip(cfg.recipe, cfg.seed, index, cfg.frames, cfg.size, annotations=cfg.annotations)
             out.append((index, encode_sample(clip, encoder=encoder), clip.meta["background"]))
         except Exception as e:  # one bad clip must not end a long run
             out.append((index, None, f"{type(e).__name__}: {e}"))
@@ -172,6 +177,9 @@ def claim_dataset(out: Path, spec: dict[str, Any], locks: FolderLocks,
         old = read_json(spec_path) if spec_path.is_file() else None
         if old is not None and old != spec:
             diff = ", ".join(sorted(k for k in set(old) | set(spec) if old.get(k) != spec.get(k)))
+            if old.get("annotations") != spec.get("annotations"):   # the one setting users flip on a rerun
+                diff += (f": it has {'+'.join(old.get('annotations') or ['no annotations'])}, "
+                         f"this run asks for {'+'.join(spec.get('annotations') or ['none'])}")
             if any(out.glob(SHARD_GLOB)):
                 raise UserError(f"{out} already holds a dataset made with other settings ({diff}); "
                                 "rerun with the same arguments to resume, or choose another --out")

@@ -1,4 +1,5 @@
-"""`smile-synth inspect`: what a shard directory holds, and (with verify) whether all of it decodes."""
+"""`smile-synth inspect`: what a shard directory holds (with the annotations its clips carry), and (with
+verify) whether all of it decodes, annotations included."""
 from __future__ import annotations
 
 import json
@@ -10,6 +11,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from smile_synth.shard_annotations import annotations_of
 from smile_synth.shards import DATASET, BadShard, decode_sample, fingerprint, fingerprint_mismatch, iter_samples, read_json, shard_paths
 
 
@@ -21,6 +23,7 @@ class Report:
     recipes: Counter = field(default_factory=Counter)
     backgrounds: Counter = field(default_factory=Counter)
     objects: Counter = field(default_factory=Counter)
+    annotations: Counter = field(default_factory=Counter)   # name -> clips that carry it
     corrupt: list[tuple[str, str, str]] = field(default_factory=list)  # shard, key, why
     duplicates: list[int] = field(default_factory=list)
     missing: list[int] = field(default_factory=list)  # neither stored nor recorded as failed
@@ -43,6 +46,8 @@ class Report:
             if hist:
                 total = sum(hist.values())
                 out.append(f"{title}: " + ", ".join(f"{k} {v} ({100 * v / total:.0f}%)" for k, v in sorted(hist.items(), key=lambda kv: -kv[1])))
+        out.append("annotations: " + (", ".join(f"{k} in {v} of {self.clips} clips" for k, v in self.annotations.items())
+                                      or "none (generate --annotations flow,tracks adds them)"))
         if self.missing:
             out.append(f"missing indices: {len(self.missing)} (first {self.missing[:10]}); unfinished shards or ranks: "
                        "rerun generate with the same arguments")
@@ -80,6 +85,12 @@ def inspect(path: str | Path, verify: bool = False, progress: bool = True) -> Re
                     rep.recipes[meta.get("recipe", "?")] += 1
                     rep.backgrounds[meta.get("background", "?")] += 1
                     rep.objects[str(meta.get("num_objects", "?"))] += 1
+                    present = annotations_of(sample)
+                    rep.annotations.update(present)
+                    wanted = rep.spec.get("annotations", []) if rep.spec else present
+                    if set(present) != set(wanted):
+                        raise ValueError(f"has annotations {'+'.join(present) or 'none'}, dataset.json says "
+                                         f"{'+'.join(wanted) or 'none'}")
                     if verify:
                         decode_sample(sample)
                 except (ValueError, KeyError) as e:
