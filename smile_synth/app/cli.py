@@ -159,12 +159,19 @@ set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALU
 @click.option("--rank", type=int, default=None, help="This machine's rank [default: $RANK or 0].")
 @click.option("--world-size", type=int, default=None, help="Number of machines [default: $WORLD_SIZE or 1].")
 @generate_option("--codec", type=RegistryChoice("smile_synth.video_io:CODECS"))
+@click.option("--annotations", default=None, metavar="NAMES",
+              help="Also store exact annotations per clip, comma-separated: flow (forward and backward optical flow, "
+                   "validity, occlusion), tracks (point tracks on the objects) [default: none].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def generate(n, out, recipe, overrides, workers, rank, world_size, quiet, **options) -> None:
+def generate(n, out, recipe, overrides, workers, rank, world_size, annotations, quiet, **options) -> None:
     """Render N clips into WebDataset shards in OUT (resumable; split across ranks)."""
     from .generate import GenerateConfig
     from .generate import generate as run
 
+    if annotations is not None:
+        from generators import check_annotations
+
+        options["annotations"] = check_annotations(annotations)
     cfg = GenerateConfig(n=n, out=out, recipe=_load_recipe(recipe, overrides),
                          workers=_default_workers() if workers is None else workers,
                          rank=_env_int("RANK", 0) if rank is None else rank,
