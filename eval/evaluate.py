@@ -9,16 +9,13 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from smile_synth.config import Bounds, check_bounds
 from smile_synth.errors import UserError
 from smile_synth.video import VideoItem, by_class_name, folder_classes, read_video_list
 
-from .features import ExampleSpec, FeatureSet, cached_extract, file_identity
-from .probes import PROBES, probe_scores, topk_accuracy
-from .splits import check_disjoint, group_folds
+from .encoders import encoder_source  # noqa: F401 - moved to eval/encoders.py (no PyAV); callers import it from here
+from .features import ExampleSpec, FeatureSet, cached_extract
+from .probes import PROBES, probe_metrics  # noqa: F401 - probe_metrics: moved to eval/probes.py, likewise
 from .tasks import TASKS
 
 
@@ -74,25 +71,6 @@ class EvalConfig:
 
 # ---------------------------------------------------------------------------------------- encoder
 
-def encoder_source(checkpoint: str | None, preset: str | None, seed: int, like=None):
-    """(identity for the feature cache, config, pretraining summary, loader) of a checkpoint or of a
-    random init (of `preset`, or of the StudentConfig `like`: scratch with a run's geometry). The
-    loader builds the encoder (in eval mode) only when features are not cached."""
-    from training.checkpoint import load_encoder, resolve_weights_file
-    from training.models import VideoEncoder, student_config
-
-    if checkpoint is None:
-        cfg = like if like is not None else student_config(preset)
-
-        def scratch():
-            torch.manual_seed(seed)
-            return VideoEncoder(cfg).eval()
-        return ["random-init", asdict(cfg), seed], cfg, {"source": "none (random init)", "steps": 0, "clips_seen": 0}, scratch
-    path = resolve_weights_file(checkpoint)   # a run folder -> its encoder.pt / encoder.safetensors / checkpoint.pt
-    encoder, cfg, summary = load_encoder(path, preset)   # validates the preset now, with a one-line error
-    return file_identity(path), cfg, summary, lambda: encoder
-
-
 # ------------------------------------------------------------------------------------------ data
 
 def labelled_items(data: str, task: str, what: str = "--data", min_classes: int = 2) -> list[VideoItem]:
@@ -136,45 +114,6 @@ def split_features(cfg: EvalConfig, encoder_id, s, load) -> tuple[FeatureSet, Fe
     if classes:
         test_items = by_class_name(test_items, cfg.test_data, classes, "--test-data")
     return train, features(cfg, encoder_id, spec, load, test_items, cfg.test_data, "--test-data")
-
-
-def probe_metrics(train: FeatureSet, test: FeatureSet | None, task: str, probe: str, seed: int, folds: int) -> dict:
-    """Train and score `probe` on a given split (test set) or on k folds by source video; pooled accuracy."""
-    n_classes = int(max(train.labels.max(), test.labels.max() if test is not None else 0)) + 1
-    if test is not None:
-        scores = probe_scores(probe, train.features, train.labels, test.features, n_classes, train.groups, seed)
-        labels, per_fold = test.labels, [topk_accuracy(scores, test.labels, 1)]
-        n_train, split = len(train.labels), "given train/test lists"
-    else:
-        if folds < 2:
-            raise UserError(f"--folds {folds} must be >= 2 (or give --test-data)")
-        groups = train.groups
-        if len(set(groups)) < 2:
-            raise UserError(f"all usable clips come from one source video ({groups[0]}); a split by video needs at "
-                            "least 2 (add videos, or give --test-data)")
-        fold = group_folds(groups, train.labels, folds, seed)
-        k = int(fold.max()) + 1
-        scores = np.zeros((len(train.labels), n_classes))
-        per_fold, n_train = [], []
-        for f in range(k):
-            tr, te = fold != f, fold == f
-            check_disjoint(groups, tr, te)
-            scores[te] = probe_scores(probe, train.features[tr], train.labels[tr], train.features[te], n_classes,
-                                      groups[tr], seed)
-            per_fold.append(topk_accuracy(scores[te], train.labels[te], 1))
-            n_train.append(int(tr.sum()))
-        labels, n_train, split = train.labels, int(np.mean(n_train)), f"{k}-fold by source video"
-    counts = np.bincount(labels, minlength=n_classes)
-    return {
-        "task": task, "probe": probe, "seed": seed, "split": split,
-        "top1": topk_accuracy(scores, labels, 1),
-        "top5": topk_accuracy(scores, labels, 5) if n_classes > 5 else None,
-        "chance": float(counts.max() / counts.sum()),
-        "per_fold_top1": per_fold,
-        "classes": list(TASKS[task].class_names or range(n_classes)),
-        "n_train_clips": n_train, "n_test_clips": len(labels),
-        "n_videos": len(set(train.items.tolist())) + (len(set(test.items.tolist())) if test is not None else 0),
-    }
 
 
 def evaluate(cfg: EvalConfig) -> dict:

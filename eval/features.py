@@ -20,6 +20,7 @@ from smile_synth.atomic import replacing
 from smile_synth.video import BadVideo, VideoItem, decode_frames, video_length
 from training.targets import normalize, to_unit_video
 
+from .encoders import file_identity
 from .tasks import Example, task_examples
 
 log = logging.getLogger(__name__)
@@ -145,15 +146,6 @@ def extract(encoder, items: list[VideoItem], spec: ExampleSpec, batch_views: int
 
 
 # ------------------------------------------------------------------------------------------ cache
-
-def file_identity(path: str | Path) -> list:
-    p = Path(path)
-    try:
-        st = p.stat()
-        return [str(p.resolve()), st.st_size, st.st_mtime_ns]
-    except OSError:
-        return [str(p), None, None]
-
 
 def cache_key(encoder_id: list, items: list[VideoItem], spec: ExampleSpec) -> str:
     blob = json.dumps({"encoder": encoder_id, "spec": spec.__dict__,

@@ -13,7 +13,10 @@ import numpy as np
 
 from typing import Callable
 
-from .splits import group_folds
+from smile_synth.errors import UserError
+
+from .splits import check_disjoint, group_folds
+from .tasks import TASKS
 
 # probe(train_x (N, D), train_y int (N,), test_x (M, D), n_classes, train_groups (N,) or None, seed) -> scores (M, n_classes)
 ProbeFn = Callable[..., np.ndarray]
@@ -117,3 +120,44 @@ def probe_scores(probe: str, train_x, train_y, test_x, n_classes: int, train_gro
     if probe not in PROBES:
         raise ValueError(f"unknown probe {probe!r}")
     return PROBES[probe](train_x, train_y, test_x, n_classes, train_groups, seed)
+
+
+def probe_metrics(train: FeatureSet, test: FeatureSet | None, task: str, probe: str, seed: int, folds: int) -> dict:
+    """Train and score `probe` on a given split (test set) or on k folds by source video; pooled accuracy.
+    `train`, `test`: features float (N, C), labels int64 (N,), items int64 (N,) and groups (N,) of each
+    example (eval.features.FeatureSet, or the device evaluations' own arrays)."""
+    n_classes = int(max(train.labels.max(), test.labels.max() if test is not None else 0)) + 1
+    if test is not None:
+        scores = probe_scores(probe, train.features, train.labels, test.features, n_classes, train.groups, seed)
+        labels, per_fold = test.labels, [topk_accuracy(scores, test.labels, 1)]
+        n_train, split = len(train.labels), "given train/test lists"
+    else:
+        if folds < 2:
+            raise UserError(f"--folds {folds} must be >= 2 (or give --test-data)")
+        groups = train.groups
+        if len(set(groups)) < 2:
+            raise UserError(f"all usable clips come from one source video ({groups[0]}); a split by video needs at "
+                            "least 2 (add videos, or give --test-data)")
+        fold = group_folds(groups, train.labels, folds, seed)
+        k = int(fold.max()) + 1
+        scores = np.zeros((len(train.labels), n_classes))
+        per_fold, n_train = [], []
+        for f in range(k):
+            tr, te = fold != f, fold == f
+            check_disjoint(groups, tr, te)
+            scores[te] = probe_scores(probe, train.features[tr], train.labels[tr], train.features[te], n_classes,
+                                      groups[tr], seed)
+            per_fold.append(topk_accuracy(scores[te], train.labels[te], 1))
+            n_train.append(int(tr.sum()))
+        labels, n_train, split = train.labels, int(np.mean(n_train)), f"{k}-fold by source video"
+    counts = np.bincount(labels, minlength=n_classes)
+    return {
+        "task": task, "probe": probe, "seed": seed, "split": split,
+        "top1": topk_accuracy(scores, labels, 1),
+        "top5": topk_accuracy(scores, labels, 5) if n_classes > 5 else None,
+        "chance": float(counts.max() / counts.sum()),
+        "per_fold_top1": per_fold,
+        "classes": list(TASKS[task].class_names or range(n_classes)),
+        "n_train_clips": n_train, "n_test_clips": len(labels),
+        "n_videos": len(set(train.items.tolist())) + (len(set(test.items.tolist())) if test is not None else 0),
+    }

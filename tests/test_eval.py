@@ -17,6 +17,7 @@ from conftest import assert_user_error, run_cli, write_test_video
 
 import eval.evaluate as E
 import eval.features as F
+import eval.probes as P
 from eval.compare import CompareConfig, compare
 from eval.evaluate import EvalConfig, evaluate, probe_metrics
 from eval.features import (
@@ -283,7 +284,7 @@ def test_probe_metrics_folds_keep_each_recording_on_one_side(monkeypatch):
     recording = np.array([re.sub(r"_c0\d\.avi$", "", paths[i]) for i in items])   # independent of source_group
 
     splits, checked = [], []
-    real_scores, real_check = E.probe_scores, E.check_disjoint
+    real_scores, real_check = P.probe_scores, P.check_disjoint
 
     def spy_scores(probe, train_x, train_y, test_x, *a, **kw):
         splits.append((train_x[:, 0].round().astype(int), test_x[:, 0].round().astype(int)))
@@ -293,8 +294,8 @@ def test_probe_metrics_folds_keep_each_recording_on_one_side(monkeypatch):
         checked.append((train.copy(), test.copy()))
         return real_check(groups, train, test)
 
-    monkeypatch.setattr(E, "probe_scores", spy_scores)
-    monkeypatch.setattr(E, "check_disjoint", spy_check)
+    monkeypatch.setattr(P, "probe_scores", spy_scores)           # probe_metrics lives in eval/probes.py
+    monkeypatch.setattr(P, "check_disjoint", spy_check)
     m = probe_metrics(fs, None, "labels", "linear", seed=3, folds=4)
     assert m["split"] == "4-fold by source video" and len(splits) == len(checked) == 4
     tested = np.concatenate([te for _, te in splits])

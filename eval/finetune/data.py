@@ -28,6 +28,7 @@ from training.natural import sample_indices
 from training.targets import normalize, to_unit_video
 
 from ..features import video_examples
+from .recipe import steps_per_epoch
 
 log = logging.getLogger(__name__)
 
@@ -181,8 +182,3 @@ class StepBatches(torch.utils.data.Sampler):
             first = (k * self.world + self.rank) * self.batch
             idx = np.resize(order, first + self.batch)[first:first + self.batch]   # wraps when n < one batch
             yield [(epoch, first + p, int(i)) for p, i in enumerate(idx)]
-
-
-def steps_per_epoch(n: int, batch_size: int, world: int = 1) -> int:
-    """Optimizer steps per pass over n entries (at least one)."""
-    return max(1, n // (batch_size * world))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import sys
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -47,9 +46,10 @@ from ..probes import topk_accuracy
 from ..splits import check_disjoint, group_folds, source_group
 from ..tasks import TASKS
 from .config import FinetuneConfig, evaluated_run
-from .data import ClipAugment, StepBatches, TrainClips, collate, steps_per_epoch, train_entries
+from .data import ClipAugment, StepBatches, TrainClips, collate, train_entries
 from .engine import Loop, test_examples, test_views, train_loop
 from .model import VideoClassifier, load_into_classifier
+from .recipe import build_recipe, schedule
 
 log = logging.getLogger(__name__)
 METRICS = "metrics.json"
@@ -260,35 +260,6 @@ def first_skipped(skipped: dict[str, str]) -> str:
     """'PATH: why' of the first skipped video (the why may already name the path)."""
     path, why = next(iter(skipped.items()))
     return why if path in why else f"{path}: {why}"
-
-
-def schedule(cfg: FinetuneConfig, n_entries: int, world: int) -> tuple[int, int, float]:
-    """(steps, warmup steps, peak lr): --steps or --epochs over the entries, --warmup-epochs (at most half
-    the steps, for very short runs), and lr x global batch / 256."""
-    per_epoch = steps_per_epoch(n_entries, cfg.batch_size, world)
-    steps = cfg.steps or max(1, math.ceil(cfg.epochs * per_epoch))
-    warmup = min(round(cfg.warmup_epochs * per_epoch), steps // 2)
-    return steps, warmup, cfg.lr * cfg.batch_size * world / 256
-
-
-def build_recipe(cfg: FinetuneConfig, model: VideoClassifier, steps: int, warmup: int, peak: float, n_classes: int):
-    """timm's pieces of VideoMAE's recipe: (AdamW over layer-decay groups, warmup + cosine schedule per step,
-    Mixup/CutMix or None, its loss)."""
-    from timm.data import Mixup
-    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-    from timm.optim import param_groups_layer_decay
-    from timm.scheduler import CosineLRScheduler
-
-    groups = param_groups_layer_decay(model, cfg.weight_decay, no_weight_decay_list=model.no_weight_decay(),
-                                      layer_decay=cfg.layer_decay)
-    optimizer = torch.optim.AdamW(groups, lr=peak, betas=(0.9, 0.999))
-    scheduler = CosineLRScheduler(optimizer, t_initial=max(1, steps - warmup), lr_min=cfg.min_lr, warmup_t=warmup,
-                                  warmup_lr_init=cfg.warmup_lr, warmup_prefix=True, t_in_epochs=False)
-    mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob, switch_prob=cfg.mixup_switch_prob,
-                  label_smoothing=cfg.label_smoothing, num_classes=n_classes) if cfg.mixes else None
-    criterion = SoftTargetCrossEntropy() if mixup else (
-        LabelSmoothingCrossEntropy(cfg.label_smoothing) if cfg.label_smoothing > 0 else torch.nn.CrossEntropyLoss())
-    return optimizer, scheduler, mixup, criterion
 
 
 def train_loader(cfg: FinetuneConfig, d: Dist, split: Split, entries, s: StudentConfig, steps: int, start: int):
