@@ -255,6 +255,32 @@ def inspect(path, verify) -> None:
         click.echo(f"verify: OK, all {rep.clips} clips decode")
 
 
+@cli.command("export-pairs")
+@click.argument("shards", type=click.Path(exists=True))
+@click.option("--format", "fmt", type=RegistryChoice("smile_synth.app.export_pairs:FORMATS"), default="flo",
+              show_default=True,
+              help="flo: FlyingChairs layout, Middlebury .flo flow (0 where not valid; masks/ holds validity and "
+                   "occlusion); kitti: KITTI 2015 layout, 16-bit PNG flow with a valid channel (flow_occ, flow_noc).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (new or empty).")
+@click.option("--n", type=int, default=None, help="Export the pairs of at most N clips [default: all].")
+@click.option("--images", "ext", type=RegistryChoice("smile_synth.app.export_pairs:IMAGE_FORMATS"), default="png",
+              show_default=True, help="Frame files: png, or ppm as FlyingChairs ships them (what RAFT's reader globs).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def export_pairs(shards, fmt, out, n, ext, quiet) -> None:
+    """Frame pairs of SHARDS (generated with --annotations flow) with their exact flow, for optical-flow
+    training: layouts in smile_synth/app/export_pairs.py and the README."""
+    from .export_pairs import VAL
+    from .export_pairs import export_pairs as run
+
+    if n is not None and n < 1:
+        raise UserError(f"--n {n} must be >= 1")
+    done = run(shards, out, fmt, n, ext, progress=not quiet)
+    val = done.split.count(VAL)
+    skipped = f"; skipped {len(done.skipped)} unreadable clips (first: {done.skipped[0]})" if done.skipped else ""
+    click.echo(f"wrote {len(done.pairs)} pairs of {done.clips} clips to {out} ({fmt}: {len(done.pairs) - val} "
+               f"training, {val} validation; list in {Path(out) / 'pairs.txt'}){skipped}")
+
+
 pretrain_option = config_option(PRETRAIN)
 
 
