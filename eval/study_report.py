@@ -18,6 +18,7 @@ from .report import aggregate, bar_chart, column, markdown, write_csv
 
 MOVING = ("moving-black", "moving-noise", "natural+objects")   # regimes whose objects move
 CLEARLY_BELOW = 0.9          # a loss "clearly below" a trivial level is under 90% of it
+TAIL = 0.2                   # the share of a run's logged windows, at its end, that its loss levels are read from
 
 
 def final_rows(rows: list[dict]) -> list[dict]:
@@ -45,17 +46,45 @@ def pretraining_logs(runs: dict, names: list[str]) -> dict[str, list[list[dict]]
     return logs
 
 
-def loss_summary(logs: dict[str, list[list[dict]]], tail: float = 0.2) -> dict[str, dict]:
+def tail_levels(log: list[dict], tail: float = TAIL) -> tuple[float, float, float]:
+    """(loss, zeros, best constant): their means over the last `tail` share of one run's logged windows."""
+    last = log[-max(1, int(len(log) * tail)):]
+    loss, zero, constant = (float(np.mean([r.get(k, np.nan) for r in last])) for k in ("loss", "zero_loss", "constant_loss"))
+    return loss, zero, constant
+
+
+def loss_summary(logs: dict[str, list[list[dict]]], tail: float = TAIL) -> dict[str, dict]:
     """regime -> mean over seeds of the last `tail` share of logged windows: loss, zero and constant levels."""
     out = {}
     for name, per_run in logs.items():
-        per_seed = []
-        for log in per_run:
-            last = log[-max(1, int(len(log) * tail)):]
-            per_seed.append([np.mean([r.get(k, np.nan) for r in last]) for k in ("loss", "zero_loss", "constant_loss")])
+        per_seed = [tail_levels(log, tail) for log in per_run]
         loss, zero, constant = np.mean(per_seed, axis=0)
         out[name] = {"loss": float(loss), "zero": float(zero), "constant": float(constant), "seeds": len(per_seed)}
     return out
+
+
+def loss_check(runs: dict) -> list[dict]:
+    """One row per pretraining run ((regime, seed) -> run folder; scratch's None and runs without a
+    log left out): its tail levels and whether it left its best constant (loss < CLEARLY_BELOW x it)."""
+    out = []
+    for (regime, seed), run in sorted(runs.items(), key=lambda kv: (kv[0][1], str(kv[0][0]))):
+        log = read_log(Path(run) / "log.jsonl") if run is not None and (Path(run) / "log.jsonl").is_file() else []
+        if log:
+            loss, zero, constant = tail_levels(log)
+            out.append({"regime": regime, "seed": seed, "loss": loss, "zero": zero, "constant": constant,
+                        "left_constant": bool(loss < CLEARLY_BELOW * constant)})
+    return out
+
+
+def loss_check_lines(checks: list[dict]) -> list[str]:
+    """The report's lines for loss_check's rows: a table, then which runs did not leave the constant."""
+    stuck = [f"{c['regime']} seed {c['seed']}" for c in checks if not c["left_constant"]]
+    return ["| regime | seed | loss | best constant | zeros | loss / constant | left the constant |",
+            "|---|---:|---:|---:|---:|---:|---|",
+            *[f"| {c['regime']} | {c['seed']} | {c['loss']:.4f} | {c['constant']:.4f} | {c['zero']:.4f} | "
+              f"{c['loss'] / c['constant']:.3f} | {'yes' if c['left_constant'] else 'NO'} |" for c in checks], "",
+            f"Runs whose loss did not leave its best-constant level (not below {CLEARLY_BELOW:.0%} of it over the "
+            f"last {TAIL:.0%} of the run): " + (", ".join(stuck) if stuck else "none") + "."]
 
 
 def loss_picture(logs: dict[str, list[list[dict]]], path: Path) -> None:

@@ -41,6 +41,11 @@ MAX_ATLAS_PHOTOS = 256                                 # photos kept on a device
 PIXELS_PER_PASS = 2 ** 26                              # clip pixels painted at once: about 4 GB of working tensors
 
 
+# BatchPlan's per-clip fields, and those of them the painting reads as tensors (the rest steer it)
+PAINTED = ("camera", "colour", "gradient", "positions", "sprites", "inverse", "opacity")
+PER_CLIP = ("indices", "kind", "source", "counts", *PAINTED)
+
+
 @dataclass
 class BatchPlan:
     """B clip plans of one (recipe, seed, frames, size) as stacked arrays; Tr = frames drawn (1 for a
@@ -50,7 +55,10 @@ class BatchPlan:
     output px -> source px; colour uint8 (B, 3); gradient float32 (B, 7) two colours and an angle;
     positions float32 (B, Tr) volume time; sprites uint8 (B, K, 4, h, w) premultiplied RGBA, zero
     padded; inverse float32 (B, K, Tr, 2, 3) frame px -> sprite px; opacity float32 (B, K, Tr), 0 for
-    absent objects; counts int64 (B,) objects per clip. overlay: objects only (kind etc. unused)."""
+    absent objects; counts int64 (B,) objects per clip. overlay: objects only (kind etc. unused).
+    The PAINTED fields may be torch tensors already on the painting device (BatchPlan.to: a pool of
+    plans uploaded once, training.device_pool); kind, source, indices and counts stay numpy, since
+    they steer the painting from the host."""
     recipe: Recipe
     seed: int
     frames: int
@@ -71,9 +79,18 @@ class BatchPlan:
 
     def rows(self, start: int, stop: int) -> BatchPlan:
         """The plan of clips start..stop-1 (same K and sprite canvas)."""
-        per_clip = ("indices", "kind", "source", "camera", "colour", "gradient", "positions", "sprites", "inverse",
-                    "opacity", "counts")
-        return dataclasses.replace(self, **{f: getattr(self, f)[start:stop] for f in per_clip})
+        return dataclasses.replace(self, **{f: getattr(self, f)[start:stop] for f in PER_CLIP})
+
+    def take(self, rows: np.ndarray) -> BatchPlan:
+        """The plan of clips at positions `rows` int64 (n,) (any order, repeats allowed); fields held on
+        a device are gathered there."""
+        def pick(a):
+            return a[torch.as_tensor(rows, device=a.device)] if isinstance(a, torch.Tensor) else a[rows]
+        return dataclasses.replace(self, **{f: pick(getattr(self, f)) for f in PER_CLIP})
+
+    def to(self, device: str | torch.device) -> BatchPlan:
+        """This plan with its PAINTED fields uploaded to `device` (once; take() then gathers there)."""
+        return dataclasses.replace(self, **{f: torch.as_tensor(getattr(self, f), device=device) for f in PAINTED})
 
     @property
     def drawn_frames(self) -> int:
@@ -124,6 +141,23 @@ def stack_plans(plans: Sequence[ClipPlan]) -> BatchPlan:
             plan.inverse[b, k] = inv if held == Tr else np.repeat(inv, Tr, axis=0)
             plan.opacity[b, k] = track.opacity[:held] if held == Tr else np.repeat(track.opacity[:1], Tr)
     return plan
+
+
+def concat_plans(parts: Sequence[BatchPlan]) -> BatchPlan:
+    """numpy BatchPlans of one (recipe, seed, frames, size, kind) -> one, objects and sprite canvases
+    zero padded to the largest K, h, w (a padded object is absent: opacity 0, empty sprite)."""
+    K = max(p.sprites.shape[1] for p in parts)
+    h, w = max(p.sprites.shape[3] for p in parts), max(p.sprites.shape[4] for p in parts)
+
+    def padded(p: BatchPlan, field: str) -> np.ndarray:
+        a = getattr(p, field)
+        if field not in ("sprites", "inverse", "opacity"):
+            return a
+        pad = [(0, 0), (0, K - a.shape[1])] + [(0, 0)] * (a.ndim - 2)
+        if field == "sprites":
+            pad[3], pad[4] = (0, h - a.shape[3]), (0, w - a.shape[4])
+        return np.pad(a, pad)
+    return dataclasses.replace(parts[0], **{f: np.concatenate([padded(p, f) for p in parts]) for f in PER_CLIP})
 
 
 def plan_batch(recipe: str | Recipe, seed: int, indices: Sequence[int], frames: int = 16, size: int = 224) -> BatchPlan:
@@ -275,17 +309,17 @@ def gradient_at(xy: torch.Tensor, gradient: torch.Tensor, canvas: int) -> torch.
 def paint_backgrounds(plan: BatchPlan, device: torch.device) -> torch.Tensor:
     """float32 (B, 3, Tr, S, S) background values 0..255 (integers, as the uint8 backgrounds are)."""
     B, S, Tr = len(plan.kind), plan.size, plan.drawn_frames
-    colour = torch.from_numpy(plan.colour).to(device).float()
+    colour = torch.as_tensor(plan.colour, device=device).float()
     video = colour.view(B, 3, 1, 1, 1).expand(B, 3, Tr, S, S).clone()              # solid; black is 0
     textured = np.flatnonzero(plan.kind >= KINDS.index("gradient"))
     if len(textured) == 0:
         return video
-    camera = torch.from_numpy(plan.camera[textured]).to(device)
+    camera = torch.as_tensor(plan.camera[textured], device=device)
     xy = map_pixels(camera, S)                                                     # (n, Tr, S, S, 2)
     grad = np.flatnonzero(plan.kind[textured] == KINDS.index("gradient"))
     if len(grad):
         src = reflect101(xy[torch.from_numpy(grad).to(device)], torch.tensor(2.0 * S, device=device))
-        colours = torch.from_numpy(plan.gradient[textured[grad]]).to(device)
+        colours = torch.as_tensor(plan.gradient[textured[grad]], device=device)
         video[torch.from_numpy(textured[grad]).to(device)] = gradient_at(src, colours, 2 * S)
     sampled = np.flatnonzero(plan.kind[textured] != KINDS.index("gradient"))
     if len(sampled):
@@ -298,7 +332,7 @@ def paint_backgrounds(plan: BatchPlan, device: torch.device) -> torch.Tensor:
         s = torch.from_numpy(sampled).to(device)
         u = reflect101(xy[s][..., 0], hw[:, 1].view(-1, 1, 1, 1))
         v = reflect101(xy[s][..., 1], hw[:, 0].view(-1, 1, 1, 1))
-        z = first.float().view(-1, 1, 1, 1) + torch.from_numpy(plan.positions[rows]).to(device).view(-1, Tr, 1, 1)
+        z = first.float().view(-1, 1, 1, 1) + torch.as_tensor(plan.positions[rows], device=device).view(-1, Tr, 1, 1)
         C, D = atlas.canvas, atlas.slices.shape[2]
         grid = torch.stack([u * (2.0 / (C - 1)) - 1, v * (2.0 / (C - 1)) - 1, z.expand_as(u) * (2.0 / (D - 1)) - 1], dim=-1)
         out = F.grid_sample(atlas.slices, grid.reshape(1, -1, S, S, 3), mode="bilinear",
@@ -321,16 +355,17 @@ def composite_layers(video: torch.Tensor, plan: BatchPlan, device: torch.device)
     share = torch.zeros((B, Tr, S, S), dtype=torch.float32, device=device)
     if K == 0:
         return video, owner
-    sprites = torch.from_numpy(plan.sprites).to(device)
+    sprites = torch.as_tensor(plan.sprites, device=device)
     # frame px -> grid_sample's [-1, 1] sprite coordinates, folded into the affines (align_corners=True)
-    to_grid = torch.from_numpy(plan.inverse).to(device) * torch.tensor([[2.0 / (w - 1)], [2.0 / (h - 1)]], device=device)
+    to_grid = torch.as_tensor(plan.inverse, device=device) * torch.tensor([[2.0 / (w - 1)], [2.0 / (h - 1)]], device=device)
     to_grid[..., 2] -= 1
-    opacity = torch.from_numpy(plan.opacity).to(device).view(B, K, 1, Tr, 1, 1)
+    opacity = torch.as_tensor(plan.opacity, device=device).view(B, K, 1, Tr, 1, 1)
+    resident = isinstance(plan.opacity, torch.Tensor)   # a device plan: always scale, no host sync to decide
     for k in range(K):
         grid = map_pixels(to_grid[:, k], S)                                        # (B, Tr, S, S, 2)
         rgba = F.grid_sample(sprites[:, k].float(), grid.view(B, Tr * S, S, 2), mode="bilinear",
                              padding_mode="zeros", align_corners=True).view(B, 4, Tr, S, S)
-        if (plan.opacity[:, k] < 1).any():
+        if resident or (plan.opacity[:, k] < 1).any():
             rgba.mul_(opacity[:, k])
         a = rgba[:, 3]                                                             # (B, Tr, S, S) 0..255
         keep = a.mul(-1 / 255).add_(1)                                             # 1 - alpha
@@ -386,7 +421,7 @@ def _rasterise(plan: BatchPlan, device: torch.device, frames: torch.Tensor | Non
     if Tr != T:                                                                    # a still clip: frame 0 repeated
         video, owner, boxes = video.expand(B, T, S, S, 3), owner.expand(B, T, S, S), boxes.expand(-1, -1, T, -1)
     return RenderedBatch(video.contiguous() if Tr == T else video, owner, boxes,
-                         torch.from_numpy(plan.counts).to(device))
+                         torch.as_tensor(plan.counts, device=device))
 
 
 def render_batch(recipe: str | Recipe, seed: int, indices: Sequence[int], frames: int = 16, size: int = 224,

@@ -18,7 +18,7 @@ SOURCES = ("synthetic", "natural", "mixed")
 # hundred steps only with a larger one
 # SMILE's (and VideoMAE's) K400 pretraining budget: 400 epochs, warmup 5% of the steps
 DEFAULT_EPOCHS = 400
-DEFAULT_BASE_LR = {"micro": 1.5e-3, "tiny": 1.5e-3, "small": 1.5e-4, "base": 1.5e-4, "large": 1.5e-4}
+DEFAULT_BASE_LR = {"micro": 1.5e-3, "micro8": 1.5e-3, "tiny": 1.5e-3, "small": 1.5e-4, "base": 1.5e-4, "large": 1.5e-4}
 
 # what each number may be (nan and inf never are); sizes whose product must fit in memory are checked by the trainer
 BOUNDS = {

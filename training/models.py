@@ -124,6 +124,9 @@ PRESETS: dict[str, StudentConfig] = {
     # 2.1 M encoder parameters), 4x cheaper a step than 8 px patches, which learned no faster per step
     "micro": StudentConfig(size=64, frames=8, patch=16, dim=192, depth=4, heads=3, decoder_dim=96, decoder_depth=2,
                            decoder_heads=3),
+    # micro with 8 px patches (256 tokens): the GPU study's candidate at the 64 px of its prepared data
+    "micro8": StudentConfig(size=64, frames=8, patch=8, dim=192, depth=4, heads=3, decoder_dim=96, decoder_depth=2,
+                            decoder_heads=3),
     "tiny": StudentConfig(size=112, frames=8, dim=192, depth=4, heads=3, decoder_dim=96, decoder_heads=3),
     "small": StudentConfig(dim=384, depth=12, heads=6, decoder_dim=192, decoder_heads=3),
     "base": StudentConfig(dim=768, depth=12, heads=12, decoder_dim=384, decoder_heads=6),
@@ -240,11 +243,17 @@ class PretrainVideoTransformer(nn.Module):
         return {"mask_token"}
 
 
-def loss_fn(model: nn.Module, video: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def loss_fn(model: nn.Module, video: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+            weight: torch.Tensor | None = None) -> torch.Tensor:
     """The pretraining loss: MSE between the student's predictions and the targets of the masked tokens.
-    video (B, 3, T, H, W) normalized, target (B, N, D), mask bool (B, N)."""
+    video (B, 3, T, H, W) normalized, target (B, N, D), mask bool (B, N); weight (B, N, D) 0/1 or None:
+    the mean over the masked entries of weight 1 only (targets defined on some pixels, e.g. flow)."""
     pred = model(video, mask)                                              # (B, N_masked, D)
-    return F.mse_loss(pred.float(), target[mask].reshape(pred.shape).float())
+    if weight is None:
+        return F.mse_loss(pred.float(), target[mask].reshape(pred.shape).float())
+    w = weight[mask].reshape(pred.shape).float()
+    error = (pred.float() - target[mask].reshape(pred.shape).float()).square()
+    return (error * w).sum() / w.sum().clamp_min(1.0)                      # no counted entry: 0, no NaN
 
 
 def build_student(preset: str, **overrides) -> PretrainVideoTransformer:

@@ -65,8 +65,12 @@ def sample_indices(length: int, frames: int, rate: int, rng: np.random.Generator
 
 # ------------------------------------------------------------------------------------- cropping
 
+CROP_SCALES = (1.0, 0.875, 0.75, 0.66)      # VideoMAE's multi-scale crop: crop sides as shares of the short side
+MAX_DISTORT = 1                             # the two sides' scale indices differ by at most this
+
+
 def multi_scale_crop(frames: np.ndarray, size: int, rng: np.random.Generator,
-                     scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66), max_distort: int = 1) -> np.ndarray:
+                     scales: tuple[float, ...] = CROP_SCALES, max_distort: int = MAX_DISTORT) -> np.ndarray:
     """VideoMAE's multi-scale crop: one random crop for all frames, resized to uint8 (T, size, size, 3).
 
     Candidate sides are int(min(H, W) * s) for s in `scales` (a side within 2 px of `size` snaps to

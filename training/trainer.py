@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import math
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
@@ -43,6 +43,8 @@ from .optim import build_optimizer, warmup_steps
 from .targets import Target, build_target
 
 log = logging.getLogger(__name__)
+# batches(student, start step) -> the batches of steps start, start + 1, ... (BatchStream's dicts, on the device)
+BatchesFor = Callable[[StudentConfig, int], Iterable[dict]]
 # settings a resumed run must share with its checkpoint
 RESUME_FIXED = ("preset", "frames", "size", "target", "teacher", "batch_size", "source", "seed")
 
@@ -59,7 +61,15 @@ def pretrain(cfg: PretrainConfig) -> dict:
             return _pretrain(cfg, d)
 
 
-def _pretrain(cfg: PretrainConfig, d: Dist) -> dict:
+def pretrain_on(cfg: PretrainConfig, device: torch.device, batches: BatchesFor) -> dict:
+    """A one-process run on `device` fed by `batches(student, start step)` (clips made on the device,
+    e.g. training.device_pool) instead of cfg's source; the same loop, log, checkpoints and export."""
+    ensure_writable_folder(cfg.out)
+    with run_folder(cfg.out, "pretrain"):
+        return _pretrain(cfg, Dist(device=torch.device(device)), batches)
+
+
+def _pretrain(cfg: PretrainConfig, d: Dist, batches: BatchesFor | None = None) -> dict:
     out = Path(cfg.out)
     resume_from = resume_path(cfg.resume, out)
     if d.main:
@@ -67,7 +77,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist) -> dict:
     target, s = build_target_and_student(cfg, d.device)     # a teacher that cannot load fails before data work
     check_fits_in_memory(f"one step's batch of {cfg.batch_size} clips of {s.frames} frames x {s.size} px",
                          cfg.batch_size * 3 * s.frames * s.size ** 2 * 4, "lower --batch-size, --frames or --size")
-    source = build_source(cfg, s)
+    source = build_source(cfg, s) if batches is None else None    # given batches: cfg.steps is set
     steps = total_steps(cfg, source, d.world)
     model = build_model(cfg, s, d.device)
     lr = peak_lr(cfg, d.world)
@@ -82,7 +92,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist) -> dict:
     run = Run(cfg, d, wrap_model(model, cfg, d), model, target, build_masker(cfg, s), optimizer, scaler, amp,
               start, steps, warmup_steps(cfg.warmup, steps), lr, out,
               partial(save_checkpoint, cfg, s, model, optimizer, scaler, d))
-    loader = make_loader(source, cfg, s, d, start)
+    loader = make_loader(source, cfg, s, d, start) if batches is None else batches(s, start)
     if d.main and cfg.progress:
         print(describe_run(run, s), file=sys.stderr, flush=True)
     run_loop(run, loader)

@@ -1,0 +1,451 @@
+"""`smile-synth compare --protocol gpu`: the study on one GPU (issue 21), in one command of minutes.
+
+data (prepared, or eval.device_data's write_device_data into OUT/data) -> every run's clip pool planned
+on all cores at once (training.device_pool) -> regimes x seeds pretrained from their pools on the
+device (training.trainer.pretrain_on: the ordinary loop, log.jsonl and run folders) -> every run and
+scratch evaluated on the device (eval.device_eval) -> report.md, results.json, report.png, loss.png.
+
+The CPU study's runs saw 5,120 clips each, three to four orders of magnitude fewer than any published
+win of masked pretraining (~10^7 presentations); here each run sees GpuProtocol.clips_per_run.
+
+What the regimes are compared under (GpuProtocol) is fixed before they are compared, from a pilot
+(`--pilot`) of scratch and the pilot regime only, by the rules written below (PILOT_RULES) before
+any run: the preset, the clips per run that fit the time budget, and the fine-tuning budget. The pilot
+writes the values they pick (pilot.md, pilot.json); they are then written into GpuProtocol's defaults.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from smile_synth.atomic import replacing, write_json_atomic
+from smile_synth.errors import UserError
+from smile_synth.plots import read_log
+
+from .report import aggregate, bar_chart, column, markdown
+from .study import PILOT, SCRATCH, Regime, regimes
+from .study_report import (
+    final_rows,
+    findings,
+    loss_check,
+    loss_check_lines,
+    loss_picture,
+    loss_summary,
+    pretraining_logs,
+)
+
+CANDIDATE_PRESETS = ("micro8", "tiny")      # the pilot picks one (PILOT_RULES["preset"])
+MIN_CLIPS, MAX_CLIPS = 5_000_000, 10_000_000   # clip presentations per run: the issue's floor, and 10^7 if it fits
+PILOT_CLIPS_SHARE = 0.2                     # a pilot pretraining run sees this share of clips_per_run
+FINETUNE_LADDER = (0.5, 1.0, 2.0, 4.0)      # the pilot's fine-tuning budgets, x the evaluation settings' steps
+FINETUNE_STEPS = "finetune_steps"           # DeviceEvalSettings' field of fine-tuning steps
+PLANS_PER_S_GUESS = 1_000                   # plans a core draws per second (64 px; measured on CPU), for projections
+
+# Declared before any pilot run; the pilot applies them to its measurements and writes what they pick.
+PILOT_RULES = {
+    "preset": "of CANDIDATE_PRESETS, those whose pilot throughput fits the study at MIN_CLIPS clips per run into "
+              "the time budget; of those, the one whose pilot-regime loss ends lowest against its best constant "
+              "(last 20% of its run); if none fits, the fastest",
+    "clips_per_run": "the most clips per run, a multiple of the batch in [MIN_CLIPS, MAX_CLIPS], that the chosen "
+                     "preset's measured throughput fits into the budget left after the projected pools and "
+                     "evaluations; MIN_CLIPS (flagged) if even that does not fit",
+    "finetune_steps": "the smallest budget of FINETUNE_LADDER at which scratch beats chance by more than 2 seed-std "
+                      "(ddof 1) on at least one fine-tuning evaluation; if none does, the largest (flagged)",
+}
+
+
+def default_evaluation():
+    from .device_eval import DeviceEvalSettings
+    return DeviceEvalSettings()
+
+
+@dataclass(frozen=True)
+class GpuProtocol:
+    """Everything the GPU study fixes. preset, clips_per_run and the evaluation's fine-tuning steps are
+    the pilot's picks (PILOT_RULES); the rest was fixed with the protocol."""
+    preset: str = "micro8"
+    target: str = "hog"
+    clips_per_run: int = MIN_CLIPS
+    batch_size: int = 1024
+    lr: float | None = None                      # base lr (x batch / 256); None = the preset's (DEFAULT_BASE_LR)
+    warmup: float = 0.05                         # share of the steps
+    pool_size: int = 65_536                      # clips planned per run: each seen ~clips_per_run / pool_size times
+    seeds: int = 2
+    regimes: tuple[str, ...] = (SCRATCH, "static", PILOT, "moving-noise", "natural+objects")
+    evaluation: object = field(default_factory=default_evaluation)   # eval.device_eval.DeviceEvalSettings
+    budget_minutes: float = 9.0                  # the whole study, evaluation included
+    log_every: int = 50                          # steps per log.jsonl window
+    data_size: int = 64                          # px of the prepared data (eval.device_data)
+
+    @property
+    def steps(self) -> int:
+        return max(1, self.clips_per_run // self.batch_size)
+
+    def validate(self) -> GpuProtocol:
+        from training.config import DEFAULT_BASE_LR
+        known = {SCRATCH, "static", PILOT, "moving-noise", "natural", "natural+objects"}
+        bad = [r for r in self.regimes if r not in known]
+        if bad:
+            raise UserError(f"GPU study regime {bad[0]!r} is not one of {', '.join(sorted(known))}")
+        if self.preset not in DEFAULT_BASE_LR:
+            raise UserError(f"GPU study preset {self.preset!r} is not one of {', '.join(DEFAULT_BASE_LR)}")
+        for name in ("clips_per_run", "batch_size", "pool_size", "seeds", "log_every"):
+            if getattr(self, name) < 1:
+                raise UserError(f"GPU study {name} must be at least 1, not {getattr(self, name)}")
+        return self
+
+
+def dry_run(protocol: GpuProtocol) -> GpuProtocol:
+    """Every stage for a few steps at tiny sizes (any device: the test suite runs it on CPU)."""
+    from .device_eval import dry_run_settings
+    return replace(protocol, clips_per_run=8, batch_size=4, pool_size=8, log_every=1,
+                   evaluation=dry_run_settings(protocol.evaluation))
+
+
+# ------------------------------------------------------------------------------------------ running
+
+def echo(progress: bool, text: str) -> None:
+    if progress:
+        print(text, file=sys.stderr, flush=True)
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def prepare_data(out: Path, data_dir: str | None, size: int, progress: bool) -> Path:
+    """The prepared data folder: data_dir, or eval.device_data's written into OUT/data (needs PyAV)."""
+    from .device_data import write_device_data
+    if data_dir is not None:
+        return Path(data_dir)
+    t = time.perf_counter()
+    root = write_device_data(out / "data", size=size)
+    echo(progress, f"data: prepared {root} in {time.perf_counter() - t:.0f}s")
+    return Path(root)
+
+
+def study_regimes(protocol: GpuProtocol, data: Path) -> list[Regime]:
+    """The protocol's regimes (eval.study's, natural clips read from the prepared data), scratch first."""
+    return [r for r in regimes(data) if r.name in protocol.regimes]
+
+
+def pool_spec(regime: Regime, protocol: GpuProtocol, seed: int):
+    """The PoolSpec of a regime's run (its recipe's clips, or for natural clips its overlay's objects),
+    or None when it needs none (scratch; natural clips without objects)."""
+    from generators.recipes import get_recipe
+    from training.device_pool import PoolSpec
+    from training.models import student_config
+
+    s, settings = student_config(protocol.preset), regime.settings or {}
+    natural = settings.get("source") == "natural"
+    recipe = settings.get("overlay") if natural else settings.get("recipe")
+    if recipe is None:
+        return None
+    return PoolSpec(get_recipe(recipe, tuple(settings.get("recipe_set", ()))), seed, protocol.pool_size, s.frames,
+                    s.size, overlay=natural)
+
+
+def draw_run_pools(plan: list[Regime], protocol: GpuProtocol, seeds: int, workers: int, progress: bool) -> dict:
+    """(regime, seed) -> its numpy pool (BatchPlan), all planned at once on `workers` processes."""
+    from training.device_pool import draw_pools
+
+    keys = [(r.name, seed) for seed in range(seeds) for r in plan if pool_spec(r, protocol, seed) is not None]
+    specs = [pool_spec(next(r for r in plan if r.name == name), protocol, seed) for name, seed in keys]
+    t = time.perf_counter()
+    pools = draw_pools(specs, workers)
+    dt, n = time.perf_counter() - t, sum(s.clips for s in specs)
+    echo(progress, f"pools: {n} plans ({len(specs)} pools of {protocol.pool_size}) in {dt:.1f}s = "
+                   f"{n / max(dt, 1e-9):.0f} plans/s on {max(1, workers)} processes")
+    return {"pools": dict(zip(keys, pools)), "seconds": dt, "plans": n}
+
+
+def pretrain_config(regime: Regime, protocol: GpuProtocol, seed: int, out: Path):
+    """The PretrainConfig of one run: the regime's data settings, the protocol's optimisation."""
+    from training.config import PretrainConfig
+    return PretrainConfig(**regime.settings, preset=protocol.preset, target=protocol.target, steps=protocol.steps,
+                          batch_size=protocol.batch_size, lr=protocol.lr, warmup=protocol.warmup, workers=0,
+                          seed=seed, progress=False, log_every=min(protocol.log_every, protocol.steps),
+                          save_every=protocol.steps, out=str(out)).validate()
+
+
+def pretrain_run(regime: Regime, protocol: GpuProtocol, seed: int, pool, data: Path, device, out: Path,
+                 progress: bool) -> dict:
+    """Pretrain one (regime, seed) from its pool on `device` into `out` (a finished run is kept);
+    -> {"run": out, "seconds", "clips_per_s"} (steady clips/s: the median logged window after the first)."""
+    import torch
+
+    from training.device_pool import NaturalBatches, PoolBatches
+    from training.trainer import pretrain_on
+
+    cfg = pretrain_config(regime, protocol, seed, out)
+    t = time.perf_counter()
+    if not ((out / "encoder.pt").is_file() and (out / "run.json").is_file()):
+        held = None if pool is None else pool.to(device)       # uploaded once for the whole run
+
+        if cfg.source == "natural":
+            from .device_data import load_natural_videos
+            videos = load_natural_videos(data)
+
+            def batches(s, start):
+                return NaturalBatches(videos, held, cfg.batch_size, s.frames, s.size, cfg.sampling_rate, s.tubelet,
+                                      s.patch, seed, torch.device(device), start)
+        else:
+            def batches(s, start):
+                return PoolBatches(held, cfg.batch_size, s.tubelet, s.patch, seed, start)
+        pretrain_on(cfg, device, batches)
+        del held
+    seconds = time.perf_counter() - t
+    windows = [r["clips_per_s"] for r in read_log(out / "log.jsonl")[1:]] or \
+              [r["clips_per_s"] for r in read_log(out / "log.jsonl")]
+    rate = float(np.median(windows)) if windows else float("nan")
+    echo(progress, f"pretrain {regime.name} seed {seed}: {protocol.steps} steps x {protocol.batch_size} clips in "
+                   f"{seconds:.1f}s, {rate:.0f} clips/s steady")
+    return {"run": out, "seconds": seconds, "clips_per_s": rate}
+
+
+def evaluate_all(evaluations, runs: dict, protocol: GpuProtocol, progress: bool, settings=None) -> tuple[list[dict], float]:
+    """Every (regime, seed) run (None: scratch) through the device evaluations; -> (rows tagged with
+    run, budget and clips_seen, seconds)."""
+    rows, t = [], time.perf_counter()
+    for (name, seed), run in runs.items():
+        t1 = time.perf_counter()
+        tag = {"run": name, "budget": 0.0 if run is None else 1.0,
+               "clips_seen": 0 if run is None else protocol.steps * protocol.batch_size}
+        got = [{**r, **tag} for r in evaluations.evaluate(None if run is None else str(run), seed, settings)]
+        rows += got
+        echo(progress, f"evaluate {name} seed {seed} ({time.perf_counter() - t1:.1f}s): "
+                       + ", ".join(f"{r['task']}/{r['probe']} {100 * r['top1']:.1f}%" for r in got))
+    return rows, time.perf_counter() - t
+
+
+def device_name(device) -> str:
+    import torch
+    d = torch.device(device)
+    return torch.cuda.get_device_name(d) if d.type == "cuda" else f"{d.type} ({cpu_model()})"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def run_gpu_study(out: str | Path, protocol: GpuProtocol, device: str = "cuda", data_dir: str | None = None,
+                  workers: int | None = None, progress: bool = True) -> Path:
+    """The whole study into OUT (finished runs are kept); returns OUT."""
+    from .device_eval import DeviceEvaluations
+
+    out, t0 = Path(out), time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    protocol = protocol.validate()
+    data = prepare_data(out, data_dir, protocol.data_size, progress)
+    plan = study_regimes(protocol, data)
+    drawn = draw_run_pools(plan, protocol, protocol.seeds, default_workers() if workers is None else workers, progress)
+    runs, rates = {}, {}
+    t_pre = time.time()
+    for seed in range(protocol.seeds):
+        for regime in plan:
+            if regime.settings is None:
+                runs[regime.name, seed] = None
+                continue
+            pool = drawn["pools"].pop((regime.name, seed), None)           # freed once uploaded and trained
+            r = pretrain_run(regime, protocol, seed, pool, data, device, out / "runs" / f"{regime.name}-seed{seed}",
+                             progress)
+            runs[regime.name, seed], rates[f"{regime.name}-seed{seed}"] = r["run"], r["clips_per_s"]
+    pretrain_s = time.time() - t_pre
+    t = time.perf_counter()
+    evaluations = DeviceEvaluations(data, protocol.preset, device, protocol.evaluation)
+    build_s = time.perf_counter() - t
+    echo(progress, f"evaluations: examples built on {device} in {build_s:.1f}s")
+    order = {name: i for i, name in enumerate(r.name for r in plan)}
+    rows, eval_s = evaluate_all(evaluations, dict(sorted(runs.items(), key=lambda kv: (order[kv[0][0]], kv[0][1]))),
+                                protocol, progress)
+    timing = {"minutes": (time.time() - t0) / 60, "pools_seconds": drawn["seconds"], "pretrain_seconds": pretrain_s,
+              "evaluation_seconds": eval_s + build_s, "plans": drawn["plans"]}
+    write_gpu_report(out, rows, plan, runs, protocol, timing, rates, device_name(device))
+    echo(progress, f"study: {timing['minutes']:.1f} min (budget {protocol.budget_minutes:g})")
+    return out
+
+
+# ------------------------------------------------------------------------------------------ report
+
+def write_gpu_report(out: Path, rows: list[dict], plan: list[Regime], runs: dict, protocol: GpuProtocol,
+                     timing: dict, rates: dict, device: str) -> Path:
+    """report.md, results.json, report.png and loss.png (four files: the device returns at most eight)."""
+    names = [r.name for r in plan]
+    info = {r.name: {"about": r.about, "settings": r.settings} for r in plan}
+    final = final_rows(rows)
+    logs = pretraining_logs(runs, names[1:])
+    losses, checks = loss_summary(logs), loss_check(runs)
+    probe = next((r["probe"] for r in rows if r["probe"] != "finetune"), "linear")   # the findings' probe column
+    shows = findings(rows, losses, names, {}, probe)
+    clips = protocol.steps * protocol.batch_size
+    runs_info = {n: {"source": (info[n]["settings"] or {}).get("source", "none (random init)"),
+                     "recipe": (info[n]["settings"] or {}).get("recipe") or info[n]["about"],
+                     "overlay": (info[n]["settings"] or {}).get("overlay"),
+                     "steps": 0 if n == SCRATCH else protocol.steps, "clips_seen": 0 if n == SCRATCH else clips,
+                     "replicates": protocol.seeds} for n in names}
+    write_json_atomic(out / "results.json", {
+        "rows": rows, "protocol": asdict(protocol), "seeds": protocol.seeds, "regimes": info, "losses": losses,
+        "loss_check": checks, "findings": shows, "clips_per_s": rates, "device": device, **timing})
+    title = "smile-synth compare --protocol gpu: the study on one GPU"
+    bar_chart(final, out / "report.png", title)
+    if logs:
+        loss_picture(logs, out / "loss.png")
+    minutes = timing["minutes"]
+    notes = [
+        f"**{len(names)} regimes x {protocol.seeds} seeds on {device}.** The `{protocol.preset}` student pretrained "
+        f"with `{protocol.target}` targets for {protocol.steps} steps of batch {protocol.batch_size} ({clips:,} clip "
+        f"presentations per run) from a pool of {protocol.pool_size:,} planned clips per run (each clip seen about "
+        f"{clips / protocol.pool_size:.0f} times, with new masks each time), painted on the device; every run and "
+        "scratch then fine-tuned and probed on the device (eval/device_eval.py) on the embedded real scenes held out "
+        "from all pretraining (split by scene) and on the synthetic direction task. The protocol was fixed before the "
+        "regimes were compared, from a pilot of scratch and the pilot regime only (eval/gpu_study.py PILOT_RULES).",
+        f"Wall time: {minutes:.1f} min of a {protocol.budget_minutes:g}-min budget"
+        f"{'' if minutes <= protocol.budget_minutes else ' (OVER BUDGET)'}: pools {timing['pools_seconds']:.0f}s "
+        f"({timing['plans']:,} plans), pretraining {timing['pretrain_seconds']:.0f}s, evaluation "
+        f"{timing['evaluation_seconds']:.0f}s.",
+    ]
+    lines = [markdown(final, runs_info, title, notes), "",
+             "## Regimes", "", *[f"- **{n}**: {info[n]['about']}" for n in names], "",
+             "## Pretraining throughput (steady clips/s, median logged window)", "",
+             *[f"- {k}: {v:,.0f} clips/s" for k, v in rates.items()], "",
+             "## Loss check: each run's loss against its best-constant level (last 20% of the run)", "",
+             *loss_check_lines(checks), "", "![loss](loss.png)", "",
+             "## What this shows", "", *[f"- {s}" for s in shows], ""]
+    with replacing(out / "report.md") as tmp:
+        tmp.write_text("\n".join(lines))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ the pilot
+
+def scratch_above_chance(rows: list[dict]) -> list[str]:
+    """The fine-tuning columns on which scratch beats chance by more than 2 seed-std (ddof 1)."""
+    cells = aggregate([r for r in rows if r["probe"] == "finetune"])
+    out = []
+    for (run, col), c in cells.items():
+        if run == SCRATCH and c["n"] > 1 and c["mean"] - c["chance"] > 2 * c["std"]:
+            out.append(col)
+    return out
+
+
+def pick_preset(measured: dict[str, dict], fits: dict[str, bool]) -> str:
+    """PILOT_RULES["preset"] applied to {preset: {"clips_per_s", "ratio"}} and whether each fits."""
+    fitting = [p for p in measured if fits[p]]
+    if fitting:
+        return min(fitting, key=lambda p: measured[p]["ratio"])
+    return max(measured, key=lambda p: measured[p]["clips_per_s"])
+
+
+def fitted_clips(rate: float, seconds_left: float, runs: int, batch: int) -> tuple[int, bool]:
+    """PILOT_RULES["clips_per_run"]: (clips per run, whether MIN_CLIPS fits at all)."""
+    most = int(rate * max(seconds_left, 0.0) / max(runs, 1)) // batch * batch
+    return max(MIN_CLIPS, min(MAX_CLIPS, most)), most >= MIN_CLIPS
+
+
+def run_pilot(out: str | Path, protocol: GpuProtocol, device: str = "cuda", data_dir: str | None = None,
+              workers: int | None = None, progress: bool = True, candidates: tuple[str, ...] = CANDIDATE_PRESETS
+              ) -> Path:
+    """Scratch and the pilot regime only: each candidate preset pretrained on the pilot regime (seed 0,
+    PILOT_CLIPS_SHARE of the run's clips), then the fine-tuning ladder on the picked preset; applies
+    PILOT_RULES and writes pilot.md and pilot.json (and loss.png)."""
+    from .device_eval import DeviceEvaluations
+
+    out, t0 = Path(out), time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    protocol = protocol.validate()
+    data = prepare_data(out, data_dir, protocol.data_size, progress)
+    pilot = next(r for r in regimes(data) if r.name == PILOT)
+    workers = default_workers() if workers is None else workers
+    study_runs = (len([r for r in protocol.regimes if r != SCRATCH])) * protocol.seeds
+    measured, runs = {}, {}
+    for preset in candidates:
+        p = replace(protocol, preset=preset,
+                    clips_per_run=max(protocol.batch_size, int(protocol.clips_per_run * PILOT_CLIPS_SHARE)))
+        drawn = draw_run_pools([pilot], p, 1, workers, progress)
+        r = pretrain_run(pilot, p, 0, drawn["pools"][PILOT, 0], data, device, out / "pilot" / f"{preset}-{PILOT}-seed0",
+                         progress)
+        check = loss_check({(f"{PILOT} ({preset})", 0): r["run"]})[0]
+        measured[preset] = {"clips_per_s": r["clips_per_s"], "ratio": check["loss"] / check["constant"],
+                            "loss_check": check, "plans_per_s": drawn["plans"] / max(drawn["seconds"], 1e-9),
+                            "run": str(r["run"])}
+        runs[f"{PILOT} ({preset})", 0] = r["run"]
+    # the ladder, on each candidate's pilot weights and scratch: also measures the evaluation time per call
+    budget_s = protocol.budget_minutes * 60
+    base_steps = getattr(protocol.evaluation, FINETUNE_STEPS)
+    ladder, fits, eval_s = [], {}, {}
+    for preset in candidates:
+        evaluations = DeviceEvaluations(data, preset, device, protocol.evaluation)
+        for share in FINETUNE_LADDER:
+            steps = max(1, round(base_steps * share))
+            settings = replace(protocol.evaluation, **{FINETUNE_STEPS: steps})
+            calls = {(SCRATCH, s): None for s in range(protocol.seeds)} | {(PILOT, 0): measured[preset]["run"]}
+            rows, seconds = evaluate_all(evaluations, calls, replace(protocol, preset=preset), progress, settings)
+            ladder.append({"preset": preset, "finetune_steps": steps, "rows": rows,
+                           "scratch_above_chance": scratch_above_chance(rows), "seconds_per_call": seconds / len(calls)})
+            eval_s[preset, steps] = seconds / len(calls)
+        # does the study fit at MIN_CLIPS with this preset (evaluation at the ladder's middle budget)?
+        calls = len(protocol.regimes) * protocol.seeds
+        pools_s = study_runs * protocol.pool_size / (measured[preset]["plans_per_s"] or PLANS_PER_S_GUESS)
+        mid = max(1, round(base_steps * FINETUNE_LADDER[len(FINETUNE_LADDER) // 2]))
+        left = budget_s - pools_s - calls * eval_s[preset, mid]
+        fits[preset] = fitted_clips(measured[preset]["clips_per_s"], left, study_runs, protocol.batch_size)[1]
+    preset = pick_preset(measured, fits)
+    chosen = [step for step in ladder if step["preset"] == preset]
+    qualified = [step for step in chosen if step["scratch_above_chance"]]
+    finetune_steps = (qualified[0] if qualified else chosen[-1])["finetune_steps"]
+    calls = len(protocol.regimes) * protocol.seeds
+    pools_s = study_runs * protocol.pool_size / (measured[preset]["plans_per_s"] or PLANS_PER_S_GUESS)
+    left = budget_s - pools_s - calls * eval_s[preset, finetune_steps]
+    clips, fits_min = fitted_clips(measured[preset]["clips_per_s"], left, study_runs, protocol.batch_size)
+    picked = {"preset": preset, "clips_per_run": clips, FINETUNE_STEPS: finetune_steps}
+    flags = {"finetune_budget_qualified": bool(qualified), "min_clips_fit": fits_min}
+    write_pilot(out, protocol, measured, ladder, picked, flags, runs, device_name(device), (time.time() - t0) / 60)
+    return out
+
+
+def write_pilot(out: Path, protocol: GpuProtocol, measured: dict, ladder: list[dict], picked: dict, flags: dict,
+                runs: dict, device: str, minutes: float) -> None:
+    write_json_atomic(out / "pilot.json", {"rules": PILOT_RULES, "protocol": asdict(protocol), "measured": measured,
+                                           "ladder": ladder, "picked": picked, "flags": flags, "device": device,
+                                           "minutes": minutes})
+    logs = pretraining_logs(runs, list(dict.fromkeys(name for name, _ in runs)))
+    if logs:
+        loss_picture(logs, out / "loss.png")
+    lines = [f"# GPU study pilot: scratch and {PILOT} only ({device}, {minutes:.1f} min)", "",
+             "Rules, declared in eval/gpu_study.py before any run:", "",
+             *[f"- **{k}**: {v}" for k, v in PILOT_RULES.items()], "",
+             "## Pretraining candidates (the pilot regime, seed 0)", "",
+             "| preset | clips/s | loss / best constant | plans/s |", "|---|---:|---:|---:|",
+             *[f"| {p} | {m['clips_per_s']:,.0f} | {m['ratio']:.3f} | {m['plans_per_s']:,.0f} |" for p, m in measured.items()],
+             "", "## Fine-tuning ladder (top-1 %, mean over seeds; scratch: seeds 0..n-1, pilot regime: seed 0)", ""]
+    for step in ladder:
+        cells = aggregate(step["rows"])
+        cols = list(dict.fromkeys(column(r["task"], r["probe"]) for r in step["rows"]))
+        lines.append(f"- {step['preset']}, {step['finetune_steps']} fine-tuning steps "
+                     f"({step['seconds_per_call']:.1f}s per evaluation): "
+                     + "; ".join(f"{run} {col} {100 * c['mean']:.1f} ± {100 * c['std']:.1f} (chance "
+                                 f"{100 * c['chance']:.1f})" for (run, col), c in cells.items() if col in cols)
+                     + f". Scratch above chance on: {', '.join(step['scratch_above_chance']) or 'none'}.")
+    lines += ["", "## Picked (write these into GpuProtocol's defaults)", "",
+              *[f"- {k}: {v}" for k, v in picked.items()],
+              *([] if flags["finetune_budget_qualified"] else
+                ["- FLAG: no fine-tuning budget of the ladder got scratch above chance; the largest was taken."]),
+              *([] if flags["min_clips_fit"] else
+                [f"- FLAG: even {MIN_CLIPS:,} clips per run do not fit the time budget at the measured throughput."]),
+              "", "![loss](loss.png)", ""]
+    with replacing(out / "pilot.md") as tmp:
+        tmp.write_text("\n".join(lines))
