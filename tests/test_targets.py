@@ -247,7 +247,7 @@ def test_load_teacher_rejects_files_that_are_not_its_weights(tmp_path):
 def test_targets_are_registered_by_name():
     from training.config import PretrainConfig
     from training.targets import TARGETS, build_target
-    assert tuple(TARGETS) == ("clip", "pixel", "hog", "motion")
+    assert tuple(TARGETS) == ("clip", "pixel", "hog", "motion", "flow")
     cfg = PretrainConfig(recipe="black+objects", steps=1, target="pixel").validate()
     target = build_target(cfg, (2, 2, 2), 2, 16, torch.device("cpu"))
     assert target.dim == 3 * 2 * 16 * 16

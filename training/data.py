@@ -5,7 +5,8 @@ j < B. A source maps g to a clip as a pure function of (seed, g), so a run that 
 sees exactly the batches a straight run would, whatever the number of DataLoader workers.
 
 A source returns Sample(video uint8 (T, H, W, 3), objects bool (T, H, W) or None: the union of the
-overlaid objects' pixel masks). Sources made with on_device=True (`pretrain --render-device`) return
+overlaid objects' pixel masks; with --target flow also the clip's exact flow, which the batch carries
+reduced to tokens (training.flow_target). Sources made with on_device=True (`pretrain --render-device`) return
 the clip's plan instead of painting it (video None), or a natural clip with the plan of its overlay;
 the training process paints those on the device (device_batches.py). A bad sample (unreadable video,
 corrupt shard member) is skipped: the source is asked again with attempt + 1, which picks another
@@ -29,7 +30,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from generators import overlay_clip
 from generators.recipes import get_recipe
 from generators.plan import ClipPlan, plan_clip, plan_overlay
-from generators.render import prepare
+from generators.render import prepare, render_clip
 from generators.stream import ClipStream
 from smile_synth.errors import UserError
 from smile_synth.shards import (
@@ -44,6 +45,7 @@ from smile_synth.shards import (
 from smile_synth.video import BadVideo, VideoItem
 
 from .device_batches import render_job, stack_pixels
+from .flow_target import annotations_for, batch_token_flow
 from .masking import object_token_coverage
 from .natural import load_clip, natural_videos
 
@@ -61,11 +63,14 @@ class Sample:
     video: np.ndarray | None           # uint8 (T, H, W, 3); None when `plan` is painted on the device
     objects: np.ndarray | None         # bool (T, H, W), None when the clip has no overlaid objects
     plan: ClipPlan | None = None       # a clip (video None) or overlay (onto video) to paint on the device
+    flow: np.ndarray | None = None     # float32 (T-1, H, W, 2) px/frame, when the clip was annotated with flow
+    flow_valid: np.ndarray | None = None   # bool (T-1, H, W), with flow
 
     @staticmethod
     def of(clip) -> Sample:
-        """A generator Clip's video and the union of its object masks."""
-        return Sample(clip.video, clip.masks.any(axis=0) if clip.num_objects else None)
+        """A generator Clip's video, the union of its object masks, and its flow if it has one."""
+        return Sample(clip.video, clip.masks.any(axis=0) if clip.num_objects else None,
+                      flow=clip.flow, flow_valid=clip.flow_valid)
 
 
 class Source(Protocol):
@@ -162,29 +167,34 @@ class ShardSource:
 class RenderSource:
     """Clips rendered on the fly from a recipe: sample g is clip g of a ClipStream (its banks built
     here, before workers fork), a retry clip g + attempt * 1_000_003. Endless. on_device: the clip's
-    plan, painted later on the training device."""
+    plan, painted later on the training device. annotations: generators.flow.ANNOTATIONS the clips carry."""
     num_items = None
 
-    def __init__(self, recipe, frames: int, size: int, seed: int = 0, on_device: bool = False):
+    def __init__(self, recipe, frames: int, size: int, seed: int = 0, on_device: bool = False,
+                 annotations: tuple[str, ...] = ()):
         self.clips = ClipStream(recipe, seed, frames, size)
-        self.on_device = on_device
+        self.on_device, self.annotations = on_device, annotations
 
     def get(self, g: int, attempt: int) -> Sample:
         i = g + attempt * 1_000_003
+        c = self.clips
         if self.on_device:
-            c = self.clips
             return Sample(None, None, plan_clip(c.recipe, c.seed, i, c.frames, c.size))
-        return Sample.of(self.clips.clip(i))
+        if self.annotations:
+            return Sample.of(render_clip(c.recipe, c.seed, i, c.frames, c.size, annotations=self.annotations))
+        return Sample.of(c.clip(i))
 
 
 class NaturalSource:
     """Natural video clips (VideoMAE sampling and multi-scale crop), optionally with objects overlaid."""
 
     def __init__(self, items: list[VideoItem], frames: int, size: int, rate: int = 4, overlay=None,
-                 seed: int = 0, short_side: int | None = 320, on_device: bool = False):
+                 seed: int = 0, short_side: int | None = 320, on_device: bool = False,
+                 annotations: tuple[str, ...] = ()):
         self.items, self.frames, self.clip_size, self.rate = items, frames, size, rate
         self.overlay = None if overlay is None else prepare(overlay, seed, size)
         self.seed, self.short_side, self.on_device = seed, short_side, on_device
+        self.annotations = annotations           # of the overlaid objects (flow: valid on their pixels only)
         self.num_items = len(items)
 
     def get(self, g: int, attempt: int) -> Sample:
@@ -198,7 +208,7 @@ class NaturalSource:
             return Sample(video, None)
         if self.on_device:   # the objects are painted onto the frames on the training device
             return Sample(video, None, plan_overlay(self.overlay, self.seed, g, self.frames, self.clip_size))
-        return Sample.of(overlay_clip(video, self.overlay, self.seed, g))
+        return Sample.of(overlay_clip(video, self.overlay, self.seed, g, annotations=self.annotations))
 
 
 class MixedSource:
@@ -222,7 +232,9 @@ class BatchStream(IterableDataset):
     A batch is {"video": uint8 (B, T, H, W, 3), "coverage": float32 (B, N) or None (no objects in
     any clip), "bad": samples skipped, "step": int, "error": str or None (a sample failed
     MAX_ATTEMPTS times: the trainer stops with this message)}. With samples to paint on the device
-    (plans), "video" and "coverage" are None and "render" holds a device_batches.RenderJob."""
+    (plans), "video" and "coverage" are None and "render" holds a device_batches.RenderJob. When the
+    clips carry flow, "flow" and "flow_weight" hold its per-token means (float32 (B, N, 2 * tubelet)
+    each, training.flow_target.batch_token_flow)."""
 
     def __init__(self, source: Source, batch_size: int, tubelet: int, patch: int, rank: int = 0,
                  world_size: int = 1, start_step: int = 0):
@@ -254,7 +266,10 @@ class BatchStream(IterableDataset):
             return {"video": None, "coverage": None, "render": job, "bad": bad, "step": step, "error": None}
         video, objects = stack_pixels(samples)
         coverage = None if objects is None else object_token_coverage(objects, self.tubelet, self.patch)
-        return {"video": video, "coverage": coverage, "bad": bad, "step": step, "error": None}
+        batch = {"video": video, "coverage": coverage, "bad": bad, "step": step, "error": None}
+        if any(s.flow is not None for s in samples):
+            batch["flow"], batch["flow_weight"] = batch_token_flow(samples, self.tubelet, self.patch)
+        return batch
 
     def __iter__(self):
         info = get_worker_info()
@@ -269,17 +284,18 @@ def build_source(cfg, s) -> Source:
     """The clip source a run with PretrainConfig `cfg` trains on, at StudentConfig `s`'s frames and size
     (with cfg.render_device: plans of its rendered clips and overlays, painted on that device)."""
     on_device = cfg.render_device is not None
+    annotations = annotations_for(cfg.target)    # ground truth the target needs (flow), computed in the workers
     def synthetic(path, recipe):
         if path is not None:
             return ShardSource(path, s.frames, s.size, cfg.seed)
-        return RenderSource(get_recipe(recipe, cfg.recipe_set), s.frames, s.size, cfg.seed, on_device)
+        return RenderSource(get_recipe(recipe, cfg.recipe_set), s.frames, s.size, cfg.seed, on_device, annotations)
 
     def natural():
         overlay = None
         if cfg.overlay:
             overlay = get_recipe(cfg.overlay, cfg.recipe_set)
         return NaturalSource(natural_videos(cfg.data), s.frames, s.size, cfg.sampling_rate, overlay, cfg.seed,
-                             on_device=on_device)
+                             on_device=on_device, annotations=annotations)
 
     if cfg.source == "synthetic":
         return synthetic(cfg.data, cfg.synthetic_recipe)

@@ -67,26 +67,43 @@ def train_step(model, target: Target, masker: TrajectoryMasker, batch: dict, cfg
     mask = torch.cat(masks).to(device, non_blocking=True)                # (B * samplings, N)
     with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
         with torch.no_grad():
-            targets = target(video)                                        # teacher once per clip
+            targets, weight = target_values(target, video, batch)          # teacher once per clip
         inputs = normalize(video)
         if cfg.multiple_sampling:
             inputs, targets = torch.cat([inputs, inputs]), torch.cat([targets, targets])
-        loss = loss_fn(model, inputs, targets, mask)
-    return loss, trivial_loss(targets, mask)
+            weight = None if weight is None else torch.cat([weight, weight])
+        loss = loss_fn(model, inputs, targets, mask, weight)
+    return loss, trivial_loss(targets, mask, weight)
 
 
-def trivial_loss(targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def target_values(target: Target, video: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The batch's targets (B, N, D) and their 0/1 weights (B, N, D), or None when every entry counts:
+    computed from the pixels, or (a target with of_batch, e.g. flow) carried by the batch."""
+    of_batch = getattr(target, "of_batch", None)
+    if of_batch is None:
+        return target(video), None
+    return of_batch(batch, video.device)
+
+
+def trivial_loss(targets: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """The trivial solutions' losses on the batch's masked tokens: (predicting zeros, the best constant).
-    targets (B, N, D), mask bool (B, N) -> float32 (2,).
+    targets (B, N, D), mask bool (B, N), weight (B, N, D) 0/1 or None (all count) -> float32 (2,).
 
     The best constant is each target channel's mean over the masked tokens, so its loss is their
     per-channel variance. A student below it has learned something about the clip; one at it has
-    found only the average. For pixel targets (standardized tokens) the two nearly coincide."""
-    w = mask.flatten().float()                                             # (B * N,) 1 for masked tokens
+    found only the average. For pixel targets (standardized tokens) the two nearly coincide. With
+    weights, both are means over the counted entries, as loss_fn's."""
     x = targets.flatten(0, 1).float()                                      # (B * N, D); fp32 under bf16 autocast too
-    n = w.sum()
-    mean, square = (w @ x) / n, (w @ (x * x)) / n                          # (D,) each: two matmuls, no gather
-    return torch.stack([square.mean(), (square - mean * mean).mean()])
+    if weight is None:
+        w = mask.flatten().float()                                         # (B * N,) 1 for masked tokens
+        n = w.sum()
+        mean, square = (w @ x) / n, (w @ (x * x)) / n                      # (D,) each: two matmuls, no gather
+        return torch.stack([square.mean(), (square - mean * mean).mean()])
+    w = weight.flatten(0, 1).float() * mask.flatten().float()[:, None]     # (B * N, D) 1 for counted entries
+    count = w.sum(0)                                                       # (D,)
+    total, sums, squares = count.sum().clamp_min(1.0), (w * x).sum(0), (w * x * x).sum(0)
+    spread = squares - sums * sums / count.clamp_min(1.0)                  # (D,) each channel's squares about its mean
+    return torch.stack([squares.sum() / total, spread.sum() / total])
 
 
 def optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss: torch.Tensor,

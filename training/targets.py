@@ -6,7 +6,8 @@ all N tokens in (t, h, w) order, from which the trainer takes the masked ones.
 
 Targets are registered by name (`--target`): a builder (cfg, grid, tubelet, patch, device) -> Target
 under @register_target("name"); build_target(cfg, ...) picks cfg.target's. Adding a target is one
-function and its registration.
+function and its registration. A target that needs the clip's ground truth rather than its pixels
+(flow) has of_batch(batch, device) -> (values, weight) instead: the data workers compute it.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 
 from smile_synth.errors import UserError
 
+from .flow_target import FlowTarget, check_flow_sources
 from .hog import hog_dim, hog_targets
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -177,3 +179,10 @@ def hog_target(cfg, grid: tuple[int, int, int], tubelet: int, patch: int, device
 @register_target("motion")
 def motion_target(cfg, grid: tuple[int, int, int], tubelet: int, patch: int, device: torch.device) -> Target:
     return MotionTarget(tubelet, patch)
+
+
+@register_target("flow")
+def flow_target(cfg, grid: tuple[int, int, int], tubelet: int, patch: int, device: torch.device) -> Target:
+    """Each token's mean exact flow (training.flow_target); clips without known motion stop here, in one line."""
+    check_flow_sources(cfg)
+    return FlowTarget(tubelet)
