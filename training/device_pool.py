@@ -30,7 +30,7 @@ from generators.recipes import Recipe
 from generators.torch_render import BatchPlan, concat_plans, plan_batch, plan_overlay_batch, rasterise
 
 from .masking import object_token_coverage
-from .natural import CROP_SCALES, MAX_DISTORT
+from .crop_scales import CROP_SCALES, MAX_DISTORT
 
 CHUNK = 512          # plans per process-pool task: a few MB to send back, many tasks to spread
 ROWS_SALT = 11       # the host rng's stream of a step's pool rows
@@ -113,7 +113,7 @@ def window_starts(lengths: np.ndarray, frames: int, stride: int, rng: np.random.
 
 def crop_grids(n: int, source: int, size: int, rng: np.random.Generator, device: torch.device) -> torch.Tensor:
     """n multi-scale crops of square source frames (source px a side) resized to size px, as
-    training.natural.multi_scale_crop (sides from CROP_SCALES, their scale indices at most MAX_DISTORT
+    training.natural.multi_scale_crop (sides from crop_scales.CROP_SCALES, their scale indices at most MAX_DISTORT
     apart, offsets uniform): float32 (n, size, size, 2) grid_sample coordinates (align_corners=False)."""
     i = rng.integers(0, len(CROP_SCALES), n)
     j = np.clip(i + rng.integers(-MAX_DISTORT, MAX_DISTORT + 1, n), 0, len(CROP_SCALES) - 1)

@@ -28,6 +28,8 @@ from smile_synth.video import (  # noqa: F401
     video_length,
 )
 
+from .crop_scales import CROP_SCALES, MAX_DISTORT
+
 # ------------------------------------------------------------------------------------- the videos
 
 def natural_videos(data: str | Path | None) -> list[VideoItem]:
@@ -64,10 +66,6 @@ def sample_indices(length: int, frames: int, rate: int, rng: np.random.Generator
 
 
 # ------------------------------------------------------------------------------------- cropping
-
-CROP_SCALES = (1.0, 0.875, 0.75, 0.66)      # VideoMAE's multi-scale crop: crop sides as shares of the short side
-MAX_DISTORT = 1                             # the two sides' scale indices differ by at most this
-
 
 def multi_scale_crop(frames: np.ndarray, size: int, rng: np.random.Generator,
                      scales: tuple[float, ...] = CROP_SCALES, max_distort: int = MAX_DISTORT) -> np.ndarray:
