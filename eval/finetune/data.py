@@ -28,12 +28,9 @@ from training.natural import sample_indices
 from training.targets import normalize, to_unit_video
 
 from ..features import video_examples
-from .recipe import steps_per_epoch
+from .recipe import CROP_RATIO, TRAIN_SHORT_SIDE, steps_per_epoch
 
 log = logging.getLogger(__name__)
-
-CROP_RATIO = (3 / 4, 4 / 3)
-TRAIN_SHORT_SIDE = 256 / 224        # decode at this x size, then crop (VideoMAE: short side 256 for 224 crops)
 
 
 @dataclass(frozen=True)

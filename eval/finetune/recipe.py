@@ -9,6 +9,9 @@ import torch
 
 from .config import FinetuneConfig
 
+CROP_RATIO = (3 / 4, 4 / 3)         # random resized crop's aspect range
+TRAIN_SHORT_SIDE = 256 / 224        # decode at this x size, then crop (VideoMAE: short side 256 for 224 crops)
+
 
 def steps_per_epoch(n: int, batch_size: int, world: int = 1) -> int:
     """Optimizer steps per pass over n entries (at least one)."""
