@@ -125,19 +125,20 @@ def colour_wheel() -> np.ndarray:
 
 
 WHEEL = colour_wheel()
+MIN_NORM = 0.01   # px: a field slower than this everywhere is drawn as still (white), not saturated rounding noise
 
 
 def flow_to_colour(flow: np.ndarray, max_norm: float | None = None, valid: np.ndarray | None = None) -> np.ndarray:
     """float (..., H, W, 2) flow px -> uint8 (..., H, W, 3) RGB in the Middlebury colour coding.
 
     Hue is the direction (right red, down yellow-orange, left cyan, up blue-violet), saturation the speed
-    relative to `max_norm` px (default: the largest speed in `flow`): zero flow is white, speeds beyond
-    max_norm are darkened. Pixels where `valid` (bool (..., H, W)) is False are black."""
+    relative to `max_norm` px (default: the largest speed in `flow`, at least MIN_NORM): zero flow is white,
+    speeds beyond max_norm are darkened. Pixels where `valid` (bool (..., H, W)) is False are black."""
     u, v = flow[..., 0].astype(np.float32), flow[..., 1].astype(np.float32)
     speed = np.hypot(u, v)
     if max_norm is None:
         shown = speed if valid is None else speed[valid]
-        max_norm = float(shown.max()) if shown.size else 0.0
+        max_norm = max(float(shown.max()) if shown.size else 0.0, MIN_NORM)
     rad = speed / max(max_norm, 1e-9)
     n = len(WHEEL)
     pos = (np.arctan2(-v, -u) / np.pi + 1) / 2 * (n - 1)   # angle -> position on the wheel, in [0, n - 1]
@@ -147,7 +148,7 @@ def flow_to_colour(flow: np.ndarray, max_norm: float | None = None, valid: np.nd
     colour = (1 - f) * WHEEL[k0] + f * WHEEL[k1]                # (..., H, W, 3) in [0, 1]
     inside = (rad <= 1)[..., None]
     colour = np.where(inside, 1 - rad[..., None] * (1 - colour), colour * 0.75)
-    out = np.floor(255 * colour).astype(np.uint8)
+    out = np.rint(255 * colour).astype(np.uint8)
     if valid is not None:
         out[~valid] = 0
     return out

@@ -200,10 +200,15 @@ def check_picture_args(n: int, *paths: str | None) -> None:
 @click.option("--n", type=int, default=8, show_default=True, help="Number of clips.")
 @click.option("--gif", type=click.Path(dir_okay=False), default=None, help="Also write an animated .gif.")
 @click.option("--overlay-masks", is_flag=True, help="Tint each object's visible mask and draw its box.")
+@click.option("--flow", is_flag=True,
+              help="Show each frame's exact optical flow to the next frame beside it (Middlebury colours: hue = "
+                   "direction, right red, down yellow, left cyan, up blue-violet; saturation = speed, white = still, "
+                   "full colour = the clip's fastest pixel; black = undefined, e.g. evolving noise or real frames; "
+                   "the sheet has a wheel legend). Shards need --annotations flow.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--frames", type=int, default=16, show_default=True)
 @click.option("--size", type=int, default=224, show_default=True)
-def preview(recipe, overrides, shards, out, n, gif, overlay_masks, seed, frames, size) -> None:
+def preview(recipe, overrides, shards, out, n, gif, overlay_masks, flow, seed, frames, size) -> None:
     """Write a contact sheet (and optionally a GIF) of a recipe or of shards."""
     import itertools
 
@@ -218,7 +223,7 @@ def preview(recipe, overrides, shards, out, n, gif, overlay_masks, seed, frames,
 
         check_geometry(frames, size, "--frames", "--size")
         r = _load_recipe(recipe, overrides)
-        clips = [render_clip(r, seed, i, frames, size) for i in range(n)]
+        clips = [render_clip(r, seed, i, frames, size, annotations=("flow",) if flow else ()) for i in range(n)]
     else:
         from smile_synth.shards import iter_clips
 
@@ -228,10 +233,13 @@ def preview(recipe, overrides, shards, out, n, gif, overlay_masks, seed, frames,
             raise UserError(f"cannot decode a clip in {shards}: {e}; run `smile-synth inspect {shards} --verify`") from None
         if not clips:
             raise UserError(f"{shards} holds no clips; generate some with `smile-synth generate`")
-    save_png(contact_sheet(clips, masks=overlay_masks), out)
+        if flow and any(c.flow is None for c in clips):
+            raise UserError(f"{shards} holds clips without flow; generate them with `smile-synth generate "
+                            "--annotations flow`, or preview a --recipe")
+    save_png(contact_sheet(clips, masks=overlay_masks, flow=flow), out)
     click.echo(f"wrote {out} ({len(clips)} clips)")
     if gif:
-        save_gif(animated_grid(clips, masks=overlay_masks), gif)
+        save_gif(animated_grid(clips, masks=overlay_masks, flow=flow), gif)
         click.echo(f"wrote {gif}")
 
 
@@ -518,6 +526,15 @@ def finetune(quiet, **options) -> None:
 @compare_option("--seeds", type=int)
 @click.option("--preset", type=PRESET_CHOICE, default=None, help="Scratch's preset when no --run gives one.")
 @compare_option("--steps", type=int, help="Embedded study: pretraining steps per run [its protocol's].")
+@compare_option("--protocol", type=RegistryChoice("eval.compare:PROTOCOLS"),
+                help="Embedded study: cpu (eval/study.py) or gpu, the study on one GPU (eval/gpu_study.py).")
+@compare_option("--device", help="--protocol gpu: the torch device it runs on [cuda].")
+@compare_option("--data-dir", help="--protocol gpu: the prepared data (`bash benchmarks/device_study.sh --prepare`) "
+                "[prepared into OUT/data, which needs PyAV].")
+@compare_option("--pilot", is_flag=True, default=None,
+                help="--protocol gpu: the pilot (scratch and the pilot regime, a ladder of fine-tuning budgets) "
+                     "that fixes the protocol: pilot.md, pilot.json.")
+@compare_option("--dry-run", is_flag=True, default=None, help="--protocol gpu: every stage for a few steps at tiny sizes.")
 @click.option("--out", required=True, help="Folder for report.md, report.csv, report.png.")
 @probe_options
 def compare(runs, scratch, data, tasks, probes, out, cache_dir, quiet, finetune_settings, **options) -> None:
@@ -533,14 +550,22 @@ def compare(runs, scratch, data, tasks, probes, out, cache_dir, quiet, finetune_
     for text in finetune_settings:
         keys, value = parse_assignment(text)
         settings[".".join(keys)] = value
+    if options.get("protocol") == "gpu" and options.get("seeds") is None:
+        from eval.gpu_study import GpuProtocol
+        options["seeds"] = GpuProtocol.seeds      # the GPU study's own default number of seeds
     cfg = CompareConfig(runs=tuple(parse_run(r) for r in runs), scratch=scratch, data=data, out=out, cache_dir=cache_dir,
                         finetune_settings=settings,
                         progress=not quiet, **({"tasks": tasks} if tasks else {}), **({"probes": probes} if probes else {}),
                         **given(options))
     folder = run(cfg)
-    click.echo(f"wrote {folder / 'report.md'}, report.csv and report.png")
+    if cfg.protocol == "gpu":
+        report = folder / ("pilot.md" if cfg.pilot else "report.md")
+        click.echo(f"wrote {report}" + ("" if cfg.pilot else ", results.json, report.png and loss.png"))
+    else:
+        report = folder / "report.md"
+        click.echo(f"wrote {report}, report.csv and report.png")
     if not quiet:
-        click.echo((folder / "report.md").read_text())
+        click.echo(report.read_text())
 
 
 from .export import export_command  # noqa: E402 - light (click only); its work imports when run
