@@ -10,7 +10,7 @@ scenes held out from all pretraining and on a synthetic held-out motion task.
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from smile_synth.atomic import replacing, write_json_atomic
@@ -30,6 +30,7 @@ from .tasks import TASKS
 SCRATCH = "scratch"
 MOTION_TASKS = ("arrow-of-time", "speed")
 FINETUNE = "finetune"            # --probe finetune: end-to-end fine-tuning (eval/finetune) beside the frozen probes
+PROTOCOLS = ("cpu", "gpu")       # compare --protocol: the embedded study on CPU (eval/study.py) or on one GPU
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,14 @@ class CompareConfig:
     progress: bool = True
     steps: int | None = None                 # embedded study only: pretraining steps (None = its protocol's)
     finetune_settings: dict = field(default_factory=dict)   # FinetuneConfig settings for --probe finetune
+    protocol: str = "cpu"                    # the embedded study: cpu (eval/study.py) or gpu (eval/gpu_study.py)
+    device: str | None = None                # gpu: the torch device (None = cuda)
+    data_dir: str | None = None              # gpu: prepared data (eval/device_data.py); None = prepare into OUT/data
+    pilot: bool = False                      # gpu: the pilot (scratch and the pilot regime) instead of the study
+    dry_run: bool = False                    # gpu: every stage for a few steps at tiny sizes
 
     def validate(self) -> CompareConfig:
+        self.check_protocol()
         for t in self.tasks:
             if t not in TASKS:
                 raise UserError(f"--task {t!r} is not one of {', '.join(TASKS)}")
@@ -72,6 +79,28 @@ class CompareConfig:
             if not Path(path).exists():
                 raise UserError(f"--run {name}={path}: no such run folder or checkpoint")
         return self
+
+    def check_protocol(self) -> None:
+        """--protocol and the options only one of the protocols takes (one line each)."""
+        if self.protocol not in PROTOCOLS:
+            raise UserError(f"--protocol {self.protocol!r} is not one of {', '.join(PROTOCOLS)}")
+        gpu_only = {"--pilot": self.pilot, "--dry-run": self.dry_run, "--device": self.device is not None,
+                    "--data-dir": self.data_dir is not None}
+        if self.protocol == "cpu":
+            for flag, given in gpu_only.items():
+                if given:
+                    raise UserError(f"{flag} is an option of the GPU study; add --protocol gpu")
+            return
+        if self.runs or self.data is not None:
+            raise UserError("--protocol gpu runs its own study; leave out --run and --data")
+        if self.steps is not None or self.finetune_settings:
+            raise UserError("--steps and --finetune-set are the CPU study's; the GPU study's budgets are "
+                            "GpuProtocol's (eval/gpu_study.py), fixed by its pilot")
+        if self.data_dir is not None and not Path(self.data_dir).is_dir():
+            raise UserError(f"--data-dir {self.data_dir}: no such folder; prepare it with "
+                            "`bash benchmarks/device_study.sh --prepare`, or leave --data-dir out to prepare it into OUT/data")
+        from training.config import check_render_device
+        check_render_device(self.device or "cuda", "--device", " (with --dry-run: the study itself needs a GPU)")
 
 
 def parse_run(text: str) -> tuple[str, str]:
@@ -187,6 +216,8 @@ def write_report(cfg: CompareConfig, rows: list[dict], info: dict, title: str, n
 def compare(cfg: CompareConfig) -> Path:
     """Run the comparison (or the embedded default experiment) into cfg.out; returns the folder."""
     cfg = cfg.validate()
+    if cfg.protocol == "gpu":
+        return gpu_experiment(cfg)
     if not cfg.runs and cfg.data is None:
         return embedded_experiment(cfg)
     rows, info = evaluate_runs(cfg)
@@ -210,3 +241,15 @@ def embedded_experiment(cfg: CompareConfig) -> Path:
     if cfg.finetune_settings:
         protocol = replace(protocol, finetune_settings={**protocol.finetune_settings, **cfg.finetune_settings})
     return run_study(cfg.out, cfg.seeds, protocol, cfg.progress)
+
+
+def gpu_experiment(cfg: CompareConfig) -> Path:
+    """The study on one GPU (eval/gpu_study.py), or its pilot; cfg.seeds seeds."""
+    from .gpu_study import GpuProtocol, dry_run, run_gpu_study, run_pilot
+
+    protocol = replace(GpuProtocol(), seeds=cfg.seeds)
+    if cfg.dry_run:
+        protocol = dry_run(protocol)
+    run = run_pilot if cfg.pilot else run_gpu_study
+    return run(cfg.out, protocol, cfg.device or "cuda", cfg.data_dir, workers=0 if cfg.dry_run else None,
+               progress=cfg.progress)

@@ -32,18 +32,19 @@ BOUNDS = {
 }
 
 
-def check_render_device(name: str) -> torch.device:
-    """The torch device `name` (--render-device), or one line saying why it cannot be used here."""
+def check_render_device(name: str, option: str = "--render-device", hint: str = " or leave it out") -> torch.device:
+    """The torch device `name` (given as `option`), or one line saying why it cannot be used here (ending
+    in `hint` where it suggests cpu instead)."""
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
-        raise UserError(f"--render-device {name!r} is not a torch device; use cuda, cuda:N or cpu") from None
+        raise UserError(f"{option} {name!r} is not a torch device; use cuda, cuda:N or cpu") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--render-device {name}: no CUDA device is available here; use --render-device cpu or leave it out")
+        raise UserError(f"{option} {name}: no CUDA device is available here; use {option} cpu{hint}")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise UserError(f"--render-device {name}: there are only {torch.cuda.device_count()} CUDA devices")
+        raise UserError(f"{option} {name}: there are only {torch.cuda.device_count()} CUDA devices")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"--render-device {name}: MPS is not available here; use --render-device cpu or leave it out")
+        raise UserError(f"{option} {name}: MPS is not available here; use {option} cpu{hint}")
     return device
 
 
