@@ -5,16 +5,18 @@ background. Every owner moves by one affine per frame step, so its flow is exact
 object k: p -> M_{t+1} M_t^{-1} p (M: sprite px -> frame px, compositor.sprite_matrices);
 background: p -> C_{t+1}^{-1} C_t p (C: output px -> source px, backgrounds.camera_matrices), the identity
 for black and solid. Pixel centres sit at integer coordinates, as in OpenCV's warps that paint the clip.
-Fields are filled per owner over its box only: a clip over a still background pays for its objects'
-pixels, not for whole frames.
+Fields are filled per object over its box only (the background, when it moves, over the frame): a clip
+over a still background pays for its objects' pixels, not for whole frames.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import cv2
 import numpy as np
 
-from smile_synth.clip import Clip, masks_to_labels
+from smile_synth.clip import Clip
+from smile_synth.config import MAX_SIZE
 from smile_synth.errors import UserError, shown
 
 from .compositor import sprite_matrices
@@ -25,6 +27,8 @@ from .seeding import stable_hash
 ANNOTATIONS = ("flow", "tracks")   # the only annotation names
 TRACKS_PER_OBJECT = 32              # points per object, fewer when it shows fewer pixels in frame 0
 _EVOLVING = ("perlin3d",)           # background kinds whose texture changes in time: motion undefined
+_Y1 = np.stack([np.arange(MAX_SIZE), np.ones(MAX_SIZE)], axis=1).astype(np.float32)   # (y, 1) per row
+_NEAREST = cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP   # dst(p) = src(nearest pixel of M p)
 
 
 def check_annotations(names: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -45,15 +49,32 @@ def homogeneous(M: np.ndarray) -> np.ndarray:
     return out
 
 
-def step_affines(to_frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-step maps of a surface placed in frame t by to_frame[t] (T, 2, 3), surface -> frame px.
+def placements(plan: ClipPlan) -> np.ndarray:
+    """float64 (K+1, T, 2, 3): where each owner's surface sits in frame t, surface -> frame px, as the
+    rasteriser paints the plan. Owner 0 is the background (the inverse camera; the identity without one),
+    k+1 object k (compositor.sprite_matrices). With motion.static every pose is held at frame 0."""
+    T = plan.frames
+    posed = [hold_pose(t, T) for t in plan.tracks] if plan.static else plan.tracks
+    bg = plan.background
+    out = np.empty((len(posed) + 1, T, 2, 3))
+    if bg is None or bg.camera is None or plan.static or np.allclose(bg.camera, bg.camera[:1]):
+        out[0] = np.eye(2, 3)   # painted with one warp (backgrounds.view_still): it does not move
+    else:
+        out[0] = np.linalg.inv(homogeneous(bg.camera))[:, :2]
+    for k, track in enumerate(posed):
+        out[k + 1] = sprite_matrices(track)
+    return out
 
-    Returns (forward, backward), float64 (T-1, 2, 3): frame t px -> frame t+1 px, and back."""
-    H = homogeneous(to_frame)
+
+def step_affines(placed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-step maps of surfaces placed by `placed` (..., T, 2, 3), surface -> frame px.
+
+    Returns (forward, backward), float64 (..., T-1, 2, 3): frame t px -> frame t+1 px, and back."""
+    H = homogeneous(placed)
     inv = np.linalg.inv(H)
-    forward = H[1:] @ inv[:-1]
-    backward = H[:-1] @ inv[1:]
-    return forward[:, :2], backward[:, :2]
+    forward = H[..., 1:, :, :] @ inv[..., :-1, :, :]
+    backward = H[..., :-1, :, :] @ inv[..., 1:, :, :]
+    return forward[..., :2, :], backward[..., :2, :]
 
 
 @dataclass
@@ -69,94 +90,110 @@ class Motion:
     background_still: bool
 
 
-def clip_motion(plan: ClipPlan) -> Motion:
-    """The Motion of a plan as the rasteriser paints it (static recipes: every pose held at frame 0)."""
-    T = plan.frames
-    eye = np.broadcast_to(np.eye(2, 3), (T - 1, 2, 3))
-    posed = [hold_pose(t, T) for t in plan.tracks] if plan.static else plan.tracks
+def clip_motion(plan: ClipPlan, placed: np.ndarray) -> Motion:
+    """The Motion of a plan whose owners' placements (K+1, T, 2, 3) are `placed` (see placements)."""
+    forward, backward = step_affines(placed)
     bg = plan.background
-    still = plan.static or bg is None or bg.camera is None or np.allclose(bg.camera, bg.camera[:1])
-    fwd, bwd = (eye, eye) if still else step_affines(np.linalg.inv(homogeneous(bg.camera))[:, :2])
-    forward, backward = [fwd], [bwd]
-    for track in posed:
-        f, b = step_affines(sprite_matrices(track))
-        forward.append(f)
-        backward.append(b)
     valid = bg is not None and (plan.static or bg.kind not in _EVOLVING)
-    return Motion(np.stack(forward), np.stack(backward), valid, bool(still))
+    return Motion(forward, backward, valid, bool(np.array_equal(placed[0], np.broadcast_to(np.eye(2, 3), placed[0].shape))))
 
 
-def affine_flow(A: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
-    """(dx, dy), float32 (y1-y0, x1-x0) each: A p - p over the pixels of the box [x0, x1) x [y0, y1)."""
-    xs = np.arange(x0, x1, dtype=np.float32)[None, :]
-    ys = np.arange(y0, y1, dtype=np.float32)[:, None]
-    a = A.astype(np.float32)
-    dx = (a[0, 0] - 1) * xs + (a[0, 1] * ys + a[0, 2])
-    dy = a[1, 0] * xs + ((a[1, 1] - 1) * ys + a[1, 2])
-    return dx, dy
+def field_rows(affines: np.ndarray, W: int) -> np.ndarray:
+    """float32 (..., 2, 2W): the flow fields A p - p of affines (..., 2, 3) as two rows R, so that at
+    the pixels of row y, (dx, dy) interleaved along x = (y, 1) @ R: an affine field is separable."""
+    D = affines - np.eye(2, 3)
+    xs = np.arange(W, dtype=np.float64)
+    rows = np.empty(affines.shape[:-2] + (2, W, 2), np.float32)
+    rows[..., 0, :, 0] = D[..., 0, 1, None]                       # dx per unit of y
+    rows[..., 0, :, 1] = D[..., 1, 1, None]                       # dy per unit of y
+    rows[..., 1, :, 0] = D[..., 0, 0, None] * xs + D[..., 0, 2, None]
+    rows[..., 1, :, 1] = D[..., 1, 0, None] * xs + D[..., 1, 2, None]
+    return rows.reshape(affines.shape[:-2] + (2, 2 * W))
 
 
-def landing_owner(labels_to: np.ndarray, x0: int, y0: int, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    """uint8 (h, w): the owner at the nearest pixel of p + (dx, dy) in the next frame's label map
-    labels_to (H, W); 255 (no owner) where that pixel is outside the frame."""
-    H, W = labels_to.shape
-    h, w = dx.shape
-    qx = np.rint(dx + np.arange(x0, x0 + w, dtype=np.float32)[None, :]).astype(np.intp)
-    qy = np.rint(dy + np.arange(y0, y0 + h, dtype=np.float32)[:, None]).astype(np.intp)
-    inside = (qx >= 0) & (qx < W) & (qy >= 0) & (qy < H)
-    owner = labels_to[np.clip(qy, 0, H - 1), np.clip(qx, 0, W - 1)]
-    owner[~inside] = 255
-    return owner
+def box_field(rows: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    """float32 (y1-y0, x1-x0, 2): the field of `rows` (2, 2W) (see field_rows) over the box [x0, x1) x [y0, y1)."""
+    return (_Y1[y0:y1] @ rows[:, 2 * x0:2 * x1]).reshape(y1 - y0, x1 - x0, 2)
 
 
-def fill_step(flow: np.ndarray, occluded: np.ndarray | None, labels_from: np.ndarray, labels_to: np.ndarray,
-              affines: np.ndarray, boxes: np.ndarray, motion: Motion) -> None:
-    """Fill one frame step in place: flow float32 (H, W, 2) (zeros on entry) and, if given, occluded bool
-    (H, W), for the pixels of the frame whose owners labels_from (H, W) gives; labels_to (H, W) owns the
-    frame the step goes to. affines: (K+1, 2, 3) this step's maps; boxes: (K, 4) x1 y1 x2 y2 of each
-    object's pixels in labels_from (NaN: none)."""
-    H, W = labels_from.shape
-    if motion.background_valid:
-        if not motion.background_still:
-            dx, dy = affine_flow(affines[0], 0, 0, W, H)
-            mine = labels_from == 0
-            np.copyto(flow[..., 0], dx, where=mine)
-            np.copyto(flow[..., 1], dy, where=mine)
-            if occluded is not None:
-                occluded |= mine & (landing_owner(labels_to, 0, 0, dx, dy) != 0)
-        elif occluded is not None:   # still: p stays at p, covered where an object owns it next
-            occluded |= (labels_from == 0) & (labels_to != 0)
-    for k, box in enumerate(boxes):
-        if np.isnan(box[0]):
-            continue
-        x0, y0, x1, y1 = (int(v) for v in box)
-        mine = labels_from[y0:y1, x0:x1] == k + 1
-        dx, dy = affine_flow(affines[k + 1], x0, y0, x1, y1)
-        region = flow[y0:y1, x0:x1]
-        np.copyto(region[..., 0], dx, where=mine)
-        np.copyto(region[..., 1], dy, where=mine)
+def box_affines(affines: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """float64 (K, S, 2, 3): affines (K, S, 2, 3), frame px -> frame px, taking box px (origin at each box's
+    x1, y1 in boxes (K, S, 4)) instead; NaN where the box is. What a warp into the box needs."""
+    out = affines.copy()
+    out[..., 2] += np.einsum("ksij,ksj->ksi", affines[..., :2], boxes[..., :2])
+    return out
+
+
+def fill_background(flow: np.ndarray, occluded: np.ndarray | None, objects_from: np.ndarray,
+                    objects_to: np.ndarray, affines: np.ndarray, motion: Motion) -> None:
+    """The background's part of S frame steps in one direction, in place (invalid: flow 0, not occluded).
+
+    flow: float32 (S, H, W, 2), zeros on entry; occluded: bool (S, H, W), False on entry, or None (not
+    wanted). objects_from / objects_to: bool (S, H, W), the pixels some object owns in the frames the steps
+    start from / go to; affines: (S, 2, 3) the background's map per step."""
+    if not motion.background_valid:
+        return
+    if motion.background_still:   # flow 0; p stays at p, covered where an object owns it next
         if occluded is not None:
-            occluded[y0:y1, x0:x1] |= mine & (landing_owner(labels_to, x0, y0, dx, dy) != k + 1)
+            np.greater(objects_to, objects_from, out=occluded)
+        return
+    S, H, W = flow.shape[:3]
+    rows = field_rows(affines, W)
+    for t in range(S):
+        mine = ~objects_from[t]
+        cv2.copyTo(box_field(rows[t], 0, 0, W, H), mine.view(np.uint8), flow[t])
+        if occluded is not None:   # landing outside the frame counts as covered
+            covered = cv2.warpAffine(objects_to[t].view(np.uint8), affines[t], (W, H), flags=_NEAREST,
+                                     borderMode=cv2.BORDER_CONSTANT, borderValue=1)
+            np.logical_and(mine, covered, out=occluded[t])
 
 
-def flow_fields(clip: Clip, labels: np.ndarray, motion: Motion) -> dict[str, np.ndarray]:
-    """The four flow fields and occlusion of a painted clip (see smile_synth.clip.Clip), as Clip keywords.
+def fill_objects(flow: np.ndarray, flow_back: np.ndarray, occluded: np.ndarray, masks: np.ndarray,
+                 boxes: np.ndarray, motion: Motion) -> None:
+    """The objects' part of both directions, in place, each object over its box only.
 
-    labels: uint8 (T, H, W), the owner of each pixel (0 background, k+1 object k)."""
-    T, H, W = labels.shape
+    flow, flow_back: float32 (T-1, H, W, 2); occluded: bool (T-1, H, W); masks: bool (K, T, H, W);
+    boxes: (K, T, 4) x1 y1 x2 y2 of the masks (NaN: empty). An object pixel is occluded when the nearest
+    pixel to where it lands (OpenCV rounds to 1/1024 px first) is outside the frame or not the object's."""
+    K, T, H, W = masks.shape
+    forward, backward = motion.forward[1:], motion.backward[1:]
+    rows_f, rows_b = field_rows(forward, W), field_rows(backward, W)
+    eye = np.eye(2, 3)
+    moves_f = np.any(forward != eye, axis=(2, 3)).tolist()   # (K, T-1): else the flow stays 0
+    moves_b = np.any(backward != eye, axis=(2, 3)).tolist()
+    to_box = box_affines(forward, boxes[:, :-1])
+    occ = occluded.view(np.uint8)
+    for k, object_boxes in enumerate(boxes.tolist()):
+        for t, box in enumerate(object_boxes):
+            if box[0] != box[0]:   # NaN: not visible
+                continue
+            x0, y0, x1, y1 = (int(v) for v in box)
+            mine = masks[k, t, y0:y1, x0:x1].view(np.uint8)
+            if t < T - 1:   # forward step t starts here
+                if moves_f[k][t]:
+                    cv2.copyTo(box_field(rows_f[k, t], x0, y0, x1, y1), mine, flow[t, y0:y1, x0:x1])
+                stays = cv2.warpAffine(masks[k, t + 1].view(np.uint8), to_box[k, t], (x1 - x0, y1 - y0),
+                                       flags=_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                cv2.subtract(mine, stays, dst=occ[t, y0:y1, x0:x1], mask=mine)   # mine and not stays
+            if t > 0 and moves_b[k][t - 1]:   # backward step t-1 starts here
+                cv2.copyTo(box_field(rows_b[k, t - 1], x0, y0, x1, y1), mine, flow_back[t - 1, y0:y1, x0:x1])
+
+
+def flow_fields(clip: Clip, motion: Motion) -> dict[str, np.ndarray]:
+    """The four flow fields and occlusion of a painted clip (see smile_synth.clip.Clip), as Clip keywords."""
+    T, H, W = clip.video.shape[:3]
+    objects = clip.masks.any(axis=0)   # (T, H, W): pixels some object owns
     flow = np.zeros((T - 1, H, W, 2), np.float32)
     flow_back = np.zeros((T - 1, H, W, 2), np.float32)
     occluded = np.zeros((T - 1, H, W), bool)
-    boxes = clip.boxes
-    for t in range(T - 1):
-        fill_step(flow[t], occluded[t], labels[t], labels[t + 1], motion.forward[:, t], boxes[:, t], motion)
-        fill_step(flow_back[t], None, labels[t + 1], labels[t], motion.backward[:, t], boxes[:, t + 1], motion)
+    fill_background(flow, occluded, objects[:-1], objects[1:], motion.forward[0], motion)
+    fill_background(flow_back, None, objects[1:], objects[:-1], motion.backward[0], motion)
+    fill_objects(flow, flow_back, occluded, clip.masks, clip.boxes, motion)
     if motion.background_valid:
-        valid = np.ones((T, H, W), bool)
-    else:
-        valid = labels != 0
-    return dict(flow=flow, flow_back=flow_back, flow_valid=valid[:-1].copy(), flow_back_valid=valid[1:].copy(),
-                occluded=occluded)
+        valid, valid_back = np.ones((T - 1, H, W), bool), np.ones((T - 1, H, W), bool)
+    else:   # object pixels only
+        valid, valid_back = objects[:-1].copy(), objects[1:].copy()
+    return dict(flow=flow, flow_back=flow_back, flow_valid=valid, flow_back_valid=valid_back, occluded=occluded)
 
 
 def tracks_rng(plan: ClipPlan) -> np.random.Generator:
@@ -165,31 +202,30 @@ def tracks_rng(plan: ClipPlan) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([key, int(plan.seed), int(plan.index)]))
 
 
-def point_tracks(plan: ClipPlan, clip: Clip, labels: np.ndarray) -> dict[str, np.ndarray]:
+def point_tracks(plan: ClipPlan, clip: Clip, placed: np.ndarray) -> dict[str, np.ndarray]:
     """Up to TRACKS_PER_OBJECT points per object, drawn without replacement among the pixel centres it
-    owns in frame 0, followed through its poses: x_t = M_t M_0^{-1} x_0. Returns Clip keywords:
-    tracks float32 (N, T, 2) x, y px (object 0's points first), track_visible bool (N, T): the nearest
-    pixel is in the frame and owned by the point's object."""
-    T, H, W = labels.shape
+    owns in frame 0, followed through its placements `placed` (K+1, T, 2, 3): x_t = M_t M_0^{-1} x_0.
+
+    Returns Clip keywords: tracks float32 (N, T, 2) x, y px (object 0's points first, then object 1's,
+    ...), track_visible bool (N, T): the nearest pixel (np.rint) is in the frame and owned by the object."""
+    K, T, H, W = clip.masks.shape
     rng = tracks_rng(plan)
-    posed = [hold_pose(t, T) for t in plan.tracks] if plan.static else plan.tracks
-    tracks, owners = [np.zeros((0, T, 2))], [np.zeros(0, np.uint8)]
-    for k, track in enumerate(posed):
+    tracks, owners = [np.zeros((0, T, 2))], [np.zeros(0, np.intp)]
+    for k in range(K):
         ys, xs = np.nonzero(clip.masks[k, 0])
         if len(xs) == 0:
             continue
         pick = rng.choice(len(xs), size=min(TRACKS_PER_OBJECT, len(xs)), replace=False)
         p0 = np.stack([xs[pick], ys[pick], np.ones(len(pick))]).astype(np.float64)   # (3, n)
-        M = homogeneous(sprite_matrices(track))
-        placed = (M @ np.linalg.inv(M[0]))[:, :2] @ p0   # (T, 2, n)
-        tracks.append(placed.transpose(2, 0, 1))
-        owners.append(np.full(len(pick), k + 1, np.uint8))
+        M = homogeneous(placed[k + 1])
+        tracks.append(((M @ np.linalg.inv(M[0]))[:, :2] @ p0).transpose(2, 0, 1))   # (n, T, 2)
+        owners.append(np.full(len(pick), k))
     xy = np.concatenate(tracks).astype(np.float32)
-    owner = np.concatenate(owners)
+    owner = np.concatenate(owners)[:, None]
     q = np.rint(xy).astype(np.intp)
     inside = (q[..., 0] >= 0) & (q[..., 0] < W) & (q[..., 1] >= 0) & (q[..., 1] < H)
-    seen = labels[np.arange(T)[None, :], np.clip(q[..., 1], 0, H - 1), np.clip(q[..., 0], 0, W - 1)]
-    return dict(tracks=xy, track_visible=inside & (seen == owner[:, None]))
+    owned = clip.masks[owner, np.arange(T)[None, :], np.clip(q[..., 1], 0, H - 1), np.clip(q[..., 0], 0, W - 1)]
+    return dict(tracks=xy, track_visible=inside & owned)
 
 
 def annotate(plan: ClipPlan, clip: Clip, annotations: str | tuple[str, ...] | list[str]) -> Clip:
@@ -198,10 +234,10 @@ def annotate(plan: ClipPlan, clip: Clip, annotations: str | tuple[str, ...] | li
     names = check_annotations(annotations)
     if not names:
         return clip
-    labels = masks_to_labels(clip.masks, clip.video.shape[:3])
+    placed = placements(plan)
     extra: dict[str, np.ndarray] = {}
     if "flow" in names:
-        extra.update(flow_fields(clip, labels, clip_motion(plan)))
+        extra.update(flow_fields(clip, clip_motion(plan, placed)))
     if "tracks" in names:
-        extra.update(point_tracks(plan, clip, labels))
+        extra.update(point_tracks(plan, clip, placed))
     return replace(clip, **extra)
