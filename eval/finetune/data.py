@@ -28,7 +28,7 @@ from training.natural import sample_indices
 from training.targets import normalize, to_unit_video
 
 from ..features import video_examples
-from .recipe import CROP_RATIO, TRAIN_SHORT_SIDE, steps_per_epoch
+from .recipe import CROP_RATIO, TRAIN_SHORT_SIDE, StepBatches  # noqa: F401 - StepBatches: imported from here too
 
 log = logging.getLogger(__name__)
 
@@ -154,28 +154,3 @@ def collate(samples: list[dict]) -> dict:
     video = torch.cat([s["clips"] for s in good])
     label = torch.tensor([s["label"] for s in good for _ in range(len(s["clips"]))], dtype=torch.long)
     return {"video": video, "label": label, "videos": len(good), "bad": len(bad), "bad_paths": [s["path"] for s in bad]}
-
-
-class StepBatches(torch.utils.data.Sampler):
-    """The batches of steps [start, steps) for one rank: each epoch is a permutation of the entries
-    (seeded by run seed and epoch) cut into batches of `batch_size` per rank, the last short batch
-    dropped. Yields lists of (epoch, position, entry index)."""
-
-    def __init__(self, n: int, batch_size: int, steps: int, start: int, seed: int, rank: int = 0, world: int = 1):
-        self.n, self.batch, self.steps, self.start = n, batch_size, steps, start
-        self.seed, self.rank, self.world = seed, rank, world
-
-    @property
-    def per_epoch(self) -> int:
-        return steps_per_epoch(self.n, self.batch, self.world)
-
-    def __len__(self) -> int:
-        return self.steps - self.start
-
-    def __iter__(self):
-        for step in range(self.start, self.steps):
-            epoch, k = divmod(step, self.per_epoch)
-            order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
-            first = (k * self.world + self.rank) * self.batch
-            idx = np.resize(order, first + self.batch)[first:first + self.batch]   # wraps when n < one batch
-            yield [(epoch, first + p, int(i)) for p, i in enumerate(idx)]

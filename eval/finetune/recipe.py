@@ -1,10 +1,11 @@
-"""The fine-tuning recipe's numbers and timm pieces, shared by `smile-synth finetune` (run.py) and the
+"""The fine-tuning recipe's numbers, timm pieces and batch order, shared by `smile-synth finetune` (run.py) and the
 study's device evaluations (eval/device_eval.py). Nothing here reads video, so it imports without PyAV.
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from .config import FinetuneConfig
@@ -45,3 +46,28 @@ def build_recipe(cfg: FinetuneConfig, model: torch.nn.Module, steps: int, warmup
     criterion = SoftTargetCrossEntropy() if mixup else (
         LabelSmoothingCrossEntropy(cfg.label_smoothing) if cfg.label_smoothing > 0 else torch.nn.CrossEntropyLoss())
     return optimizer, scheduler, mixup, criterion
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """The batches of steps [start, steps) for one rank: each epoch is a permutation of the entries
+    (seeded by run seed and epoch) cut into batches of `batch_size` per rank, the last short batch
+    dropped. Yields lists of (epoch, position, entry index)."""
+
+    def __init__(self, n: int, batch_size: int, steps: int, start: int, seed: int, rank: int = 0, world: int = 1):
+        self.n, self.batch, self.steps, self.start = n, batch_size, steps, start
+        self.seed, self.rank, self.world = seed, rank, world
+
+    @property
+    def per_epoch(self) -> int:
+        return steps_per_epoch(self.n, self.batch, self.world)
+
+    def __len__(self) -> int:
+        return self.steps - self.start
+
+    def __iter__(self):
+        for step in range(self.start, self.steps):
+            epoch, k = divmod(step, self.per_epoch)
+            order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            first = (k * self.world + self.rank) * self.batch
+            idx = np.resize(order, first + self.batch)[first:first + self.batch]   # wraps when n < one batch
+            yield [(epoch, first + p, int(i)) for p, i in enumerate(idx)]

@@ -46,10 +46,10 @@ from ..probes import topk_accuracy
 from ..splits import check_disjoint, group_folds, source_group
 from ..tasks import TASKS
 from .config import FinetuneConfig, evaluated_run
-from .data import ClipAugment, StepBatches, TrainClips, collate, train_entries
+from .data import ClipAugment, TrainClips, collate, train_entries
 from .engine import Loop, test_examples, test_views, train_loop
 from .model import VideoClassifier, load_into_classifier
-from .recipe import build_recipe, schedule
+from .recipe import StepBatches, build_recipe, schedule
 
 log = logging.getLogger(__name__)
 METRICS = "metrics.json"
