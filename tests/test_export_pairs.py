@@ -122,3 +122,30 @@ def test_a_corrupt_clip_is_skipped_not_fatal(annotated, tmp_path):
     assert res.exit_code == 0, res.output
     assert "skipped 1 unreadable clips" in res.output and "000000001" in res.output
     assert [int(line.split()[0]) for line in lines(tmp_path / "out/sources.txt")] == [0] * 3 + [2] * 3
+
+
+def test_torchvision_readers_load_the_folders_as_they_are(annotated, tmp_path):
+    """torchvision's FlyingChairs (ROOT/FlyingChairs/data/*.ppm + FlyingChairs_train_val.txt) and KittiFlow
+    (ROOT/KittiFlow/training/...) datasets read the exports without any change."""
+    datasets = pytest.importorskip("torchvision.datasets")
+    assert run_cli("export-pairs", annotated, "--out", tmp_path / "FlyingChairs", "--images", "ppm",
+                   "--quiet").exit_code == 0
+    assert run_cli("export-pairs", annotated, "--out", tmp_path / "KittiFlow", "--format", "kitti",
+                   "--quiet").exit_code == 0
+    clips = list(iter_clips(annotated))
+    sources = [tuple(map(int, line.split())) for line in lines(tmp_path / "FlyingChairs/sources.txt")]
+    train = [s for s in sources if s[0] % 20 != 0]
+    chairs = datasets.FlyingChairs(tmp_path, split="train")
+    assert len(chairs) == len(train)
+    img1, img2, flow = chairs[0]
+    index, t = train[0]
+    np.testing.assert_array_equal(np.asarray(img1), clips[index].video[t])
+    np.testing.assert_array_equal(np.asarray(img2), clips[index].video[t + 1])
+    np.testing.assert_array_equal(flow.transpose(1, 2, 0), clips[index].flow[t])     # all valid on black+objects
+    kitti = datasets.KittiFlow(tmp_path, split="train")
+    assert len(kitti) == len(sources)
+    img1, img2, flow, valid = kitti[len(sources) - 1]
+    index, t = sources[-1]
+    np.testing.assert_array_equal(np.asarray(img2), clips[index].video[t + 1])
+    np.testing.assert_array_equal(valid, clips[index].flow_valid[t])
+    np.testing.assert_allclose(flow.transpose(1, 2, 0), clips[index].flow[t], atol=1 / 128 + 1e-6)

@@ -4,12 +4,14 @@ their exact forward flow, as a folder that FlyingChairs-style (flo) or KITTI-sty
 Pairs are numbered PPPPPPP (7 digits, from 0) in the order they are written: clip by clip in shard order,
 frames (t, t+1) for t = 0 .. T-2.
 
---format flo (FlyingChairs' layout; RAFT's FlyingChairs reader with root=OUT/data and --images ppm):
+--format flo (FlyingChairs' layout; with --images ppm, torchvision.datasets.FlyingChairs(root) loads
+OUT = root/FlyingChairs, and RAFT's reader root=OUT/data, with its chairs_split.txt = our split file):
     OUT/data/PPPPPPP_img1.IMG, PPPPPPP_img2.IMG   frames t and t+1, 8-bit RGB (IMG: --images, png or ppm)
     OUT/data/PPPPPPP_flow.flo                     forward flow t -> t+1, Middlebury .flo; 0 where not valid
     OUT/masks/PPPPPPP_valid.png                   8-bit, 255 where the flow is valid (.flo cannot say)
     OUT/masks/PPPPPPP_occ.png                     8-bit, 255 where the surface is occluded at t+1
---format kitti (KITTI 2015's layout; RAFT's KITTI reader with root=OUT):
+--format kitti (KITTI 2015's layout; torchvision.datasets.KittiFlow(root) loads OUT = root/KittiFlow, RAFT's
+KITTI reader root=OUT):
     OUT/training/image_2/PPPPPPP_10.IMG, PPPPPPP_11.IMG   frames t and t+1
     OUT/training/flow_occ/PPPPPPP_10.png          KITTI 16-bit flow; valid = flow_valid (occluded pixels included)
     OUT/training/flow_noc/PPPPPPP_10.png          the same, valid only where also not occluded
