@@ -210,10 +210,10 @@ def test_run_that_fails_for_failed_clips_can_be_resumed(tmp_path, monkeypatch):
     real = gen_module.render_clip
     flaky = {1, 4}  # e.g. a photo on a network share that was briefly unreadable
 
-    def render(recipe, seed, index, frames, size):
+    def render(recipe, seed, index, frames, size, **annotations):
         if index in flaky:
             raise OSError("temporarily unavailable")
-        return real(recipe, seed, index, frames, size)
+        return real(recipe, seed, index, frames, size, **annotations)
 
     out = tmp_path / "out"
     args = ["generate", "--n", 6, "--frames", FRAMES, "--size", 32, "--shard-size", 3, "--workers", 1, "--quiet"]

@@ -166,10 +166,10 @@ def test_resume_after_keyboard_interrupt(tmp_path, monkeypatch):
                          workers=1, shard_size=3)
     real = gen_module.render_clip
 
-    def interrupted(r, seed, index, frames, size):
+    def interrupted(r, seed, index, frames, size, **annotations):
         if index == 4:  # in the middle of shard 1
             raise KeyboardInterrupt
-        return real(r, seed, index, frames, size)
+        return real(r, seed, index, frames, size, **annotations)
 
     monkeypatch.setattr(gen_module, "render_clip", interrupted)
     with pytest.raises(UserError, match="interrupted"):
