@@ -74,6 +74,8 @@ def step_affines(placed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     inv = np.linalg.inv(H)
     forward = H[..., 1:, :, :] @ inv[..., :-1, :, :]
     backward = H[..., :-1, :, :] @ inv[..., 1:, :, :]
+    held = np.all(placed[..., 1:, :, :] == placed[..., :-1, :, :], axis=(-2, -1))
+    forward[held] = backward[held] = np.eye(3)   # exactly: a held pose has zero flow, not 1e-16
     return forward[..., :2, :], backward[..., :2, :]
 
 
