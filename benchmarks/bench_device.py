@@ -14,7 +14,7 @@ and the others still run (exit status 1 then).
   DataLoader worker does under `pretrain --render-device`). The batch repeats a few distinct plans:
   the painting costs the same, and drawing hundreds of plans would take longer than the row.
 - Pretraining: one training step as the trainer takes it (engine.train_step + optimizer_step, bf16
-  autocast on a GPU) of micro, tiny, small and base at their own sizes, with HOG targets and with a
+  autocast on a GPU) of micro, micro8 (the study's student), tiny, small and base at their own sizes, with HOG targets and with a
   random-weight ViT-B/16 CLIP teacher loaded through the real path (a local weights file, as the tests
   load theirs: no network), on a batch already on the device (data excluded). FLOPs: one step
   (forward, backward and teacher) counted by torch.utils.flop_counter.FlopCounterMode. MFU: those
@@ -49,10 +49,11 @@ from smile_synth.errors import one_line
 from training.config import PretrainConfig
 from training.distributed import autocast_dtype
 from training.engine import LOG_FILE, optimizer_step, train_step
+from training.layers import Linear
 from training.optim import build_optimizer
 from training.trainer import build_masker, build_model, build_target_and_student, peak_lr, pretrain
 
-PRESETS = ("micro", "tiny", "small", "base")
+PRESETS = ("micro", "micro8", "tiny", "small", "base")   # micro8: the GPU study's student (eval.gpu_study)
 TARGETS = ("hog", "clip")
 RECIPE = "noise+objects"       # the moving-noise regime's clips
 
@@ -80,12 +81,13 @@ class BenchSettings:
 
 
 DEVICE = BenchSettings(render_frames=16, render_sizes=(64, 112, 224), render_batch=256, render_plans=32,
-                       render_repeats=3, batch={"micro": 512, "tiny": 256, "small": 64, "base": 32},
+                       render_repeats=3, batch={"micro": 512, "micro8": 512, "tiny": 256, "small": 64, "base": 32},
                        frames=None, size=None, warmup_steps=2, timed_steps=5, teacher="ViT-B-16", teacher_presets=PRESETS,
-                       matmul_side=8192, wait_preset="tiny", wait_batch=256, wait_steps=40, workers=12)
+                       matmul_side=8192, wait_preset="micro8", wait_batch=512, wait_steps=24, workers=12)
 DRY = BenchSettings(render_frames=4, render_sizes=(32,), render_batch=4, render_plans=2, render_repeats=1,
                     batch=dict.fromkeys(PRESETS, 1), frames=4, size=32, warmup_steps=0, timed_steps=1,
-                    teacher="ViT-S-16", teacher_presets=("micro",), matmul_side=256, wait_preset="micro", wait_batch=2, wait_steps=2, workers=1)
+                    teacher="ViT-S-16", teacher_presets=("micro",), matmul_side=256, wait_preset="micro",
+                    wait_batch=2, wait_steps=2, workers=1)
 
 
 def synchronize(device: torch.device) -> None:
@@ -139,6 +141,21 @@ def render_row(size: int, device: torch.device, s: BenchSettings) -> dict:
             "paint_clips_s": s.render_batch / paint_s, "plan_clips_s_one_core": 1 / plan_s}
 
 
+def counted_flops(step, model: torch.nn.Module) -> int:
+    """FLOPs of one call of step(), counted by FlopCounterMode. The student's fp32 CPU linears go through
+    F.linear meanwhile: their oneDNN path (training.layers.Linear) is an op the counter does not know."""
+    linears = [(m, m.fast) for m in model.modules() if isinstance(m, Linear)]
+    for m, _ in linears:
+        m.fast = False
+    try:
+        with FlopCounterMode(display=False) as counter:
+            step()
+    finally:
+        for m, fast in linears:
+            m.fast = fast
+    return counter.get_total_flops()
+
+
 def pretrain_row(preset: str, target: str, device: torch.device, s: BenchSettings, teacher_file: Path,
                  matmul: float) -> dict:
     """clips/s, step FLOPs and MFU of one training step of `preset` with `target` on a batch on `device`."""
@@ -165,9 +182,7 @@ def pretrain_row(preset: str, target: str, device: torch.device, s: BenchSetting
     for _ in range(s.warmup_steps):
         step()
     synchronize(device)
-    with FlopCounterMode(display=False) as counter:
-        step()
-    flops = counter.get_total_flops()
+    flops = counted_flops(step, model)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     step_s = median_seconds(step, s.timed_steps, device)
