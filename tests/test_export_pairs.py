@@ -15,11 +15,12 @@ from smile_synth.shards import iter_clips
 
 @pytest.fixture(scope="module")
 def annotated(tmp_path_factory):
-    """3 clips of black+objects with flow, in shards of 2."""
+    """3 clips of noise+objects with flow, in shards of 2; clip 2 is on evolving noise (perlin3d), whose
+    background flow is not valid."""
     from smile_synth.app.generate import GenerateConfig, generate
 
     out = tmp_path_factory.mktemp("flow") / "shards"
-    generate(GenerateConfig(n=3, out=str(out), recipe=recipe("black+objects"), seed=3, frames=FRAMES, size=SIZE,
+    generate(GenerateConfig(n=3, out=str(out), recipe=recipe("noise+objects"), seed=0, frames=FRAMES, size=SIZE,
                             shard_size=2, annotations=("flow",)), progress=False)
     return out
 
@@ -58,6 +59,7 @@ def test_flo_export_matches_the_clips(annotated, tmp_path):
         np.testing.assert_array_equal(read_mask(out / "masks" / f"{pair}_valid.png"), valid)
         np.testing.assert_array_equal(read_mask(out / "masks" / f"{pair}_occ.png"), clip.occluded[t])
     assert any(np.abs(spec_read_flo(out / p[2])).max() > 0.5 for p in pairs)       # objects move
+    assert not all(c.flow_valid.all() for c in clips)                              # invalid pixels were tested
 
 
 def test_flo_folder_loads_as_flyingchairs_readers_glob_it(annotated, tmp_path):
@@ -141,11 +143,13 @@ def test_torchvision_readers_load_the_folders_as_they_are(annotated, tmp_path):
     index, t = train[0]
     np.testing.assert_array_equal(np.asarray(img1), clips[index].video[t])
     np.testing.assert_array_equal(np.asarray(img2), clips[index].video[t + 1])
-    np.testing.assert_array_equal(flow.transpose(1, 2, 0), clips[index].flow[t])     # all valid on black+objects
+    valid = clips[index].flow_valid[t]
+    np.testing.assert_array_equal(flow.transpose(1, 2, 0), np.where(valid[..., None], clips[index].flow[t], 0))
     kitti = datasets.KittiFlow(tmp_path, split="train")
     assert len(kitti) == len(sources)
     img1, img2, flow, valid = kitti[len(sources) - 1]
     index, t = sources[-1]
     np.testing.assert_array_equal(np.asarray(img2), clips[index].video[t + 1])
     np.testing.assert_array_equal(valid, clips[index].flow_valid[t])
-    np.testing.assert_allclose(flow.transpose(1, 2, 0), clips[index].flow[t], atol=1 / 128 + 1e-6)
+    assert not valid.all()                                      # the last clip is on evolving noise
+    np.testing.assert_allclose(flow.transpose(1, 2, 0)[valid], clips[index].flow[t][valid], atol=1 / 128 + 1e-6)
