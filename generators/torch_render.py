@@ -84,8 +84,14 @@ class BatchPlan:
     def take(self, rows: np.ndarray) -> BatchPlan:
         """The plan of clips at positions `rows` int64 (n,) (any order, repeats allowed); fields held on
         a device are gathered there."""
+        on: dict[torch.device, torch.Tensor] = {}        # the rows uploaded once per device
+
         def pick(a):
-            return a[torch.as_tensor(rows, device=a.device)] if isinstance(a, torch.Tensor) else a[rows]
+            if not isinstance(a, torch.Tensor):
+                return a[rows]
+            if a.device not in on:
+                on[a.device] = torch.as_tensor(rows, device=a.device)
+            return a[on[a.device]]
         return dataclasses.replace(self, **{f: pick(getattr(self, f)) for f in PER_CLIP})
 
     def to(self, device: str | torch.device) -> BatchPlan:

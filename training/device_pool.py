@@ -63,8 +63,8 @@ def draw_pools(specs: Sequence[PoolSpec], workers: int) -> list[BatchPlan]:
     args = ([specs[k] for k, _, _ in jobs], [a for _, a, _ in jobs], [b for _, _, b in jobs])
     if workers <= 1:
         parts = list(map(draw_chunk, *args))
-    else:   # spawn: the parent may hold CUDA, which a forked child must not touch
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+    else:   # forked, as DataLoader workers are: planning is numpy and OpenCV, it never touches CUDA
+        with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
             parts = list(pool.map(draw_chunk, *args))
     return [concat_plans([p for (k, _, _), p in zip(jobs, parts) if k == i]) for i in range(len(specs))]
 
