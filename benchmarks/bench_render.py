@@ -3,6 +3,12 @@ same-process baseline so the figure survives a noisy machine.
 
     python benchmarks/bench_render.py [--frames 16] [--size 224] [--clips 50] [--repeats 5]
     python benchmarks/bench_render.py --backend torch --device cuda [--sizes 64 112 224] [--batch 1024]
+    python benchmarks/bench_render.py --annotations flow [--sizes 64 224] [--clips 20] [--repeats 7]
+
+--annotations flow (or flow,tracks): what asking render_clip for the annotations costs, as the ratio of
+ms per clip with them to ms per clip without, on the same clips in the same process, one core; each
+repeat times both in turn, so a busy machine slows both alike, and the figure is the median per-repeat
+ratio (issue 22 asks for <= 1.5).
 
 --backend torch: clips/s of the torch rasteriser (generators.torch_render) at 16 x 64, 112 and 224 px
 beside the numpy backend's on one core, in the same process: plans drawn on one core (what a DataLoader
@@ -29,7 +35,7 @@ import numpy as np
 
 cv2.setNumThreads(1)
 
-from generators import render_clip
+from generators import check_annotations, render_clip
 from generators.backgrounds import paint_background
 from generators.compositor import composite, sprite_matrices
 from generators.plan import plan_clip, resolve
@@ -131,21 +137,52 @@ def torch_backend(args) -> None:
                       "results": [{k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()} for row in rows]}))
 
 
+def annotation_cost(args) -> None:
+    """ms per clip of render_clip with and without args.annotations, per recipe and size, and their ratio."""
+    names = check_annotations(args.annotations)
+    print(f"render_clip with annotations={','.join(names)} vs without, numpy backend on 1 core of {cpu_model()}; "
+          f"{args.frames} frames, {args.clips} clips, median of {args.repeats} repeats")
+    rows = []
+    for r in args.recipes:
+        for size in args.sizes:
+            for i in range(4):   # banks, photos: once per process, not timed
+                render_clip(r, 0, 10_000_000 + i, args.frames, size, annotations=names)
+            runs = []
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                for i in range(args.clips):
+                    render_clip(r, 0, i, args.frames, size)
+                t1 = time.perf_counter()
+                for i in range(args.clips):
+                    render_clip(r, 0, i, args.frames, size, annotations=names)
+                t2 = time.perf_counter()
+                runs.append(((t1 - t0) / args.clips * 1000, (t2 - t1) / args.clips * 1000, (t2 - t1) / (t1 - t0)))
+            plain, annotated, ratio = (statistics.median(x) for x in zip(*runs))
+            rows.append({"recipe": r, "frames": args.frames, "size": size, "ms_plain": round(plain, 2),
+                         "ms_annotated": round(annotated, 2), "ratio": round(ratio, 2)})
+            print(f"{r:16s} {args.frames}x{size:<3d} {plain:7.2f} ms/clip plain, {annotated:7.2f} with {','.join(names)}: "
+                  f"{ratio:.2f}x")
+    print(json.dumps({"cpu": cpu_model(), "annotations": names, "results": rows}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--backend", choices=("numpy", "torch"), default="numpy",
                     help="numpy: ms/clip per recipe (below); torch: clips/s of both backends at --sizes")
     ap.add_argument("--device", default="cpu", help="torch device to paint on (--backend torch)")
-    ap.add_argument("--sizes", nargs="*", type=int, default=[64, 112, 224], help="clip sizes (--backend torch)")
+    ap.add_argument("--sizes", nargs="*", type=int, default=[64, 112, 224], help="clip sizes (--backend torch, --annotations)")
     ap.add_argument("--batch", type=int, default=256, help="clips per painted batch (--backend torch)")
     ap.add_argument("--recipes", nargs="*", default=DEFAULT)
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--clips", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--annotations", default="", help="e.g. flow or flow,tracks: their cost per clip at --sizes (numpy)")
     args = ap.parse_args()
     if args.backend == "torch":
         return torch_backend(args)
+    if args.annotations:
+        return annotation_cost(args)
     cpu = cpu_model()
     print(f"numpy backend on 1 core of {cpu}; {args.frames}x{args.size}, {args.clips} clips, median of {args.repeats}")
     results = {}

@@ -126,33 +126,38 @@ def box_affines(affines: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return out
 
 
-def fill_background(flow: np.ndarray, occluded: np.ndarray | None, objects_from: np.ndarray,
-                    objects_to: np.ndarray, affines: np.ndarray, motion: Motion) -> None:
-    """The background's part of S frame steps in one direction, in place (invalid: flow 0, not occluded).
+def fill_background(flow: np.ndarray, occluded: np.ndarray | None, masks_to: np.ndarray, affines: np.ndarray,
+                    motion: Motion) -> None:
+    """The background's flow of S frame steps in one direction, in place, over whole frames: fill_objects
+    then overwrites the objects' pixels, so no mask is needed. An invalid background is left at 0, not
+    occluded.
 
     flow: float32 (S, H, W, 2), zeros on entry; occluded: bool (S, H, W), False on entry, or None (not
-    wanted). objects_from / objects_to: bool (S, H, W), the pixels some object owns in the frames the steps
-    start from / go to; affines: (S, 2, 3) the background's map per step."""
+    wanted); masks_to: bool (K, S, H, W), the objects' pixels in the frames the steps go to; affines:
+    (S, 2, 3) the background's map per step. A background pixel is occluded when the nearest pixel to where
+    it lands is outside the frame or an object's."""
     if not motion.background_valid:
         return
     if motion.background_still:   # flow 0; p stays at p, covered where an object owns it next
         if occluded is not None:
-            np.greater(objects_to, objects_from, out=occluded)
+            np.any(masks_to, axis=0, out=occluded)
         return
     S, H, W = flow.shape[:3]
     rows = field_rows(affines, W)
     for t in range(S):
-        mine = ~objects_from[t]
-        cv2.copyTo(box_field(rows[t], 0, 0, W, H), mine.view(np.uint8), flow[t])
-        if occluded is not None:   # landing outside the frame counts as covered
-            covered = cv2.warpAffine(objects_to[t].view(np.uint8), affines[t], (W, H), flags=_NEAREST,
-                                     borderMode=cv2.BORDER_CONSTANT, borderValue=1)
-            np.logical_and(mine, covered, out=occluded[t])
+        np.matmul(_Y1[:H], rows[t], out=flow[t].reshape(H, 2 * W))
+    if occluded is not None:
+        covered = masks_to.any(axis=0).view(np.uint8)
+        occ = occluded.view(np.uint8)
+        for t in range(S):   # landing outside the frame counts as covered
+            cv2.warpAffine(covered[t], affines[t], (W, H), dst=occ[t], flags=_NEAREST,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=1)
 
 
 def fill_objects(flow: np.ndarray, flow_back: np.ndarray, occluded: np.ndarray, masks: np.ndarray,
                  boxes: np.ndarray, motion: Motion) -> None:
-    """The objects' part of both directions, in place, each object over its box only.
+    """The objects' part of both directions, in place, each object over its box only (after
+    fill_background: each object pixel's flow and occlusion are written whatever was there).
 
     flow, flow_back: float32 (T-1, H, W, 2); occluded: bool (T-1, H, W); masks: bool (K, T, H, W);
     boxes: (K, T, 4) x1 y1 x2 y2 of the masks (NaN: empty). An object pixel is occluded when the nearest
@@ -164,17 +169,17 @@ def fill_objects(flow: np.ndarray, flow_back: np.ndarray, occluded: np.ndarray, 
     moves_f = np.any(forward != eye, axis=(2, 3)).tolist()   # (K, T-1): else the flow stays 0
     moves_b = np.any(backward != eye, axis=(2, 3)).tolist()
     to_box = box_affines(forward, boxes[:, :-1])
-    occ = occluded.view(np.uint8)
-    for k, object_boxes in enumerate(boxes.tolist()):
-        for t, box in enumerate(object_boxes):
-            if box[0] != box[0]:   # NaN: not visible
+    occ, owned = occluded.view(np.uint8), masks.view(np.uint8)   # OpenCV takes masks as uint8
+    corners = np.nan_to_num(boxes, nan=-1).astype(np.intp).tolist()   # (K, T, 4); -1: not visible
+    for k in range(K):
+        for t, (x0, y0, x1, y1) in enumerate(corners[k]):
+            if x0 < 0:
                 continue
-            x0, y0, x1, y1 = (int(v) for v in box)
-            mine = masks[k, t, y0:y1, x0:x1].view(np.uint8)
+            mine = owned[k, t, y0:y1, x0:x1]
             if t < T - 1:   # forward step t starts here
                 if moves_f[k][t]:
                     cv2.copyTo(box_field(rows_f[k, t], x0, y0, x1, y1), mine, flow[t, y0:y1, x0:x1])
-                stays = cv2.warpAffine(masks[k, t + 1].view(np.uint8), to_box[k, t], (x1 - x0, y1 - y0),
+                stays = cv2.warpAffine(owned[k, t + 1], to_box[k, t], (x1 - x0, y1 - y0),
                                        flags=_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
                 cv2.subtract(mine, stays, dst=occ[t, y0:y1, x0:x1], mask=mine)   # mine and not stays
             if t > 0 and moves_b[k][t - 1]:   # backward step t-1 starts here
@@ -184,16 +189,16 @@ def fill_objects(flow: np.ndarray, flow_back: np.ndarray, occluded: np.ndarray, 
 def flow_fields(clip: Clip, motion: Motion) -> dict[str, np.ndarray]:
     """The four flow fields and occlusion of a painted clip (see smile_synth.clip.Clip), as Clip keywords."""
     T, H, W = clip.video.shape[:3]
-    objects = clip.masks.any(axis=0)   # (T, H, W): pixels some object owns
     flow = np.zeros((T - 1, H, W, 2), np.float32)
     flow_back = np.zeros((T - 1, H, W, 2), np.float32)
     occluded = np.zeros((T - 1, H, W), bool)
-    fill_background(flow, occluded, objects[:-1], objects[1:], motion.forward[0], motion)
-    fill_background(flow_back, None, objects[1:], objects[:-1], motion.backward[0], motion)
+    fill_background(flow, occluded, clip.masks[:, 1:], motion.forward[0], motion)
+    fill_background(flow_back, None, clip.masks[:, :-1], motion.backward[0], motion)
     fill_objects(flow, flow_back, occluded, clip.masks, clip.boxes, motion)
     if motion.background_valid:
         valid, valid_back = np.ones((T - 1, H, W), bool), np.ones((T - 1, H, W), bool)
     else:   # object pixels only
+        objects = clip.masks.any(axis=0)
         valid, valid_back = objects[:-1].copy(), objects[1:].copy()
     return dict(flow=flow, flow_back=flow_back, flow_valid=valid, flow_back_valid=valid_back, occluded=occluded)
 
