@@ -23,6 +23,9 @@ from .evaluate import (
     probe_metrics,
     split_features,
 )
+from .flow_probe import PROBE as FLOW_PROBE
+from .flow_probe import TASK as FLOW_TASK
+from .flow_probe import flow_metrics
 from .probes import PROBES
 from .report import bar_chart, markdown, write_csv
 from .tasks import TASKS
@@ -61,17 +64,20 @@ class CompareConfig:
     def validate(self) -> CompareConfig:
         self.check_protocol()
         for t in self.tasks:
-            if t not in TASKS:
-                raise UserError(f"--task {t!r} is not one of {', '.join(TASKS)}")
+            if t not in TASKS and t != FLOW_TASK:
+                raise UserError(f"--task {t!r} is not one of {', '.join((FLOW_TASK, *TASKS))}")
         for p in self.probes:
             if p not in PROBES and p != FINETUNE:
                 raise UserError(f"--probe {p!r} is not one of {', '.join((FINETUNE, *PROBES))}")
-        if FINETUNE in self.probes:
-            finetune_config(self, None, "check", self.tasks[0], 0, None).validate()   # bad settings fail now, in one line
+        if FINETUNE in self.probes and self.video_tasks:
+            finetune_config(self, None, "check", self.video_tasks[0], 0, None).validate()   # bad settings fail now, in one line
         check_counts(self, ("seeds", "steps", "folds", "windows", "clips", "crops"))
-        if self.runs and self.data is None:
-            raise UserError("--run needs --data (a labelled list or folder of videos to evaluate on)")
-        if not self.runs and self.scratch and self.preset is None and self.data is not None:
+        if self.runs and self.data is None and self.video_tasks:
+            raise UserError(f"--run needs --data (a labelled list or folder of videos to evaluate on) for --task "
+                            f"{self.video_tasks[0]}; only --task {FLOW_TASK} makes its own clips")
+        if not self.video_tasks and not self.runs and not self.scratch:
+            raise UserError(f"--task {FLOW_TASK} compares encoders: add --run NAME=PATH and/or --scratch --preset NAME")
+        if not self.runs and self.scratch and self.preset is None and (self.data is not None or not self.video_tasks):
             raise UserError("--scratch alone needs --preset (or add --run NAME=PATH to copy its preset)")
         for name, path in self.runs:
             if name == SCRATCH:
@@ -79,6 +85,11 @@ class CompareConfig:
             if not Path(path).exists():
                 raise UserError(f"--run {name}={path}: no such run folder or checkpoint")
         return self
+
+    @property
+    def video_tasks(self) -> tuple[str, ...]:
+        """The tasks probed on --data's videos (all but flow, which renders its own clips)."""
+        return tuple(t for t in self.tasks if t != FLOW_TASK)
 
     def check_protocol(self) -> None:
         """--protocol and the options only one of the protocols takes (one line each)."""
@@ -140,6 +151,9 @@ def evaluate_runs(cfg: CompareConfig) -> tuple[list[dict], dict[str, dict]]:
                 encoder_source(None, cfg.preset, seed, like=geometry)
             info.setdefault(name, {**summary, "replicates": len(paths), "paths": [str(p) for p in paths]})
             for task in cfg.tasks:
+                if task == FLOW_TASK:                # its own clips and ridge probe, whatever --probe says
+                    rows.append(flow_row(cfg, name, path, load, s, seed))
+                    continue
                 if FINETUNE in cfg.probes:
                     rows.append(finetune_row(cfg, name, path, s, task, seed))
                 feature_probes = [p for p in cfg.probes if p != FINETUNE]
@@ -156,6 +170,14 @@ def evaluate_runs(cfg: CompareConfig) -> tuple[list[dict], dict[str, dict]]:
                     rows.append(m)
                     _echo(cfg, f"  {name} seed {seed} {task}/{probe}: top-1 {100 * m['top1']:.1f}%")
     return rows, info
+
+
+def flow_row(cfg: CompareConfig, name: str, path: str | None, load, s, seed: int) -> dict:
+    """The flow task (eval/flow_probe.py) for one run and seed: a report row with metric "epe"."""
+    m = flow_metrics(load, s, seed)
+    m.update(run=name, path=str(path) if path else None)
+    _echo(cfg, f"  {name} seed {seed} {FLOW_TASK}/{FLOW_PROBE}: EPE {m['epe']:.3f} (mean flow {m['mean_epe']:.3f})")
+    return m
 
 
 def finetune_config(cfg: CompareConfig, path: str | None, name: str, task: str, seed: int, geometry):
@@ -218,11 +240,15 @@ def compare(cfg: CompareConfig) -> Path:
     cfg = cfg.validate()
     if cfg.protocol == "gpu":
         return gpu_experiment(cfg)
-    if not cfg.runs and cfg.data is None:
+    if not cfg.runs and cfg.data is None and cfg.video_tasks:
         return embedded_experiment(cfg)
     rows, info = evaluate_runs(cfg)
     notes = [f"Evaluated on {cfg.data}" + (f" (test: {cfg.test_data})" if cfg.test_data else "") +
-             f"; {cfg.seeds} seeds; frozen probes on mean-pooled tokens." + finetune_note(cfg)]
+             f"; {cfg.seeds} seeds; frozen probes on mean-pooled tokens." + finetune_note(cfg)] if cfg.video_tasks else []
+    if FLOW_TASK in cfg.tasks:
+        notes.append(f"{FLOW_TASK}/{FLOW_PROBE}: a ridge regression of each token's mean flow from its frozen features, on "
+                     "held-out glyph clips (eval/flow_probe.py); end-point error in px/frame, lower is better; its "
+                     "baseline row is the mean-flow (training mean) EPE.")
     return write_report(cfg, rows, info, "smile-synth compare", notes)
 
 

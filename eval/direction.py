@@ -67,12 +67,18 @@ def direction_clip(rng: np.random.Generator, label: int, frames: int, size: int)
     out = np.empty((frames, size, size, 3), np.uint8)
     for t in range(frames):                           # one affine paste per frame (sub-pixel positions)
         shift = (t - (frames - 1) / 2) * np.array([dx, dy])
-        x0, y0 = centre + shift - np.array([w, h]) / 2
-        m = np.float32([[1, 0, x0], [0, 1, y0]])
-        a = cv2.warpAffine(alpha, m, (size, size), flags=cv2.INTER_LINEAR)[..., None]
-        c = cv2.warpAffine(colour, m, (size, size), flags=cv2.INTER_LINEAR).astype(np.float32)
+        c, a = place_sprite(colour, alpha, centre + shift - np.array([w, h]) / 2, size)
         out[t] = np.clip(background * (1 - a) + c * a + 0.5, 0, 255).astype(np.uint8)
     return out
+
+
+def place_sprite(colour: np.ndarray, alpha: np.ndarray, corner: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A sprite (colour uint8 (h, w, 3), alpha float32 (h, w)) with its top-left corner at `corner` (x, y px,
+    sub-pixel) on a size x size frame: (colour float32 (size, size, 3), alpha float32 (size, size, 1))."""
+    m = np.float32([[1, 0, corner[0]], [0, 1, corner[1]]])
+    a = cv2.warpAffine(alpha, m, (size, size), flags=cv2.INTER_LINEAR)[..., None]
+    c = cv2.warpAffine(colour, m, (size, size), flags=cv2.INTER_LINEAR).astype(np.float32)
+    return c, a
 
 
 def written_settings(done: Path) -> dict | None:

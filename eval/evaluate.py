@@ -1,7 +1,8 @@
 """`smile-synth eval`: a frozen encoder, a probe, a task -> metrics.json.
 
 encoder (checkpoint or random init) -> examples of the task -> cached features -> split by source
-video (given train/test lists, or k folds) -> probe -> top-1 / top-5.
+video (given train/test lists, or k folds) -> probe -> top-1 / top-5. The `flow` task (eval/flow_probe.py)
+renders its own held-out clips instead (no --data) and reports the end-point error of a per-token ridge probe.
 """
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from smile_synth.video import VideoItem, by_class_name, folder_classes, read_vid
 
 from .encoders import encoder_source  # noqa: F401 - moved to eval/encoders.py (no PyAV); callers import it from here
 from .features import ExampleSpec, FeatureSet, cached_extract
+from .flow_probe import TASK as FLOW_TASK
+from .flow_probe import flow_metrics
+from .flow_probe import summary_line as flow_summary_line
 from .probes import PROBES, probe_metrics  # noqa: F401 - probe_metrics: moved to eval/probes.py, likewise
 from .tasks import TASKS
 
@@ -31,7 +35,7 @@ def check_counts(cfg, names: tuple[str, ...]) -> None:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    data: str
+    data: str | None = None              # videos; None only for --task flow (it renders its own clips)
     checkpoint: str | None = None        # None with random_init = the scratch baseline
     random_init: bool = False
     preset: str | None = None            # needed for VideoMAE checkpoints and --random-init
@@ -49,8 +53,11 @@ class EvalConfig:
     progress: bool = True
 
     def validate(self) -> EvalConfig:
-        if self.task not in TASKS:
-            raise UserError(f"--task {self.task!r} is not one of {', '.join(TASKS)}")
+        if self.task not in TASKS and self.task != FLOW_TASK:
+            raise UserError(f"--task {self.task!r} is not one of {', '.join((FLOW_TASK, *TASKS))}")
+        if self.data is None and self.task != FLOW_TASK:
+            raise UserError(f"--task {self.task} needs --data (a video list or folder); only --task {FLOW_TASK} "
+                            "makes its own clips")
         if self.probe not in PROBES:
             raise UserError(f"--probe {self.probe!r} is not one of {', '.join(PROBES)}")
         if (self.checkpoint is None) == (not self.random_init):
@@ -120,11 +127,14 @@ def evaluate(cfg: EvalConfig) -> dict:
     """Run one evaluation; writes OUT/metrics.json when cfg.out is set. Returns the metrics."""
     cfg = cfg.validate()
     encoder_id, s, summary, load = encoder_source(cfg.checkpoint, cfg.preset, cfg.seed)
-    train, test = split_features(cfg, encoder_id, s, load)
-    metrics = probe_metrics(train, test, cfg.task, cfg.probe, cfg.seed, cfg.folds)
-    skipped = {**train.skipped, **(test.skipped if test is not None else {})}
+    if cfg.task == FLOW_TASK:
+        metrics = flow_metrics(load, s, cfg.seed)
+    else:
+        train, test = split_features(cfg, encoder_id, s, load)
+        metrics = probe_metrics(train, test, cfg.task, cfg.probe, cfg.seed, cfg.folds)
+        skipped = {**train.skipped, **(test.skipped if test is not None else {})}
+        metrics.update({"skipped_videos": len(skipped), "skipped": skipped})
     metrics.update({
-        "skipped_videos": len(skipped), "skipped": skipped,
         "encoder": {"checkpoint": cfg.checkpoint, "random_init": cfg.random_init, "frames": s.frames,
                     "size": s.size, "dim": s.dim, "depth": s.depth, "pretraining": summary},
         "config": asdict(cfg),
@@ -138,6 +148,8 @@ def evaluate(cfg: EvalConfig) -> dict:
 
 
 def summary_line(m: dict) -> str:
+    if m["task"] == FLOW_TASK:
+        return flow_summary_line(m)
     top5 = f", top-5 {100 * m['top5']:.1f}%" if m.get("top5") is not None else ""
     skipped = f"; {m['skipped_videos']} videos skipped" if m.get("skipped_videos") else ""
     return (f"{m['task']} / {m['probe']}: top-1 {100 * m['top1']:.1f}%{top5} (chance {100 * m['chance']:.1f}%) "

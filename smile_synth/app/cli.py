@@ -423,6 +423,7 @@ def probe_options(f):
 
 
 TASK_CHOICE = RegistryChoice("eval.tasks:TASKS")
+PROBE_TASK_CHOICE = RegistryChoice("eval.tasks:TASKS", extra=("flow",))   # + eval.flow_probe.TASK: frozen probes only
 PROBE_CHOICE = RegistryChoice("eval.probes:PROBES")
 eval_option = config_option(EVAL)
 compare_option = config_option(COMPARE)
@@ -432,15 +433,17 @@ compare_option = config_option(COMPARE)
 @click.option("--checkpoint", default=None, help="encoder.pt, checkpoint.pt, a run folder, or a VideoMAE/SMILE checkpoint.")
 @click.option("--random-init", is_flag=True, help="No weights: the scratch baseline of --preset.")
 @click.option("--preset", type=PRESET_CHOICE, default=None, help="Student model (needed for --random-init and VideoMAE files).")
-@click.option("--data", required=True, help="Video list ('path label' per line) or folder (one subfolder per class).")
-@eval_option("--task", type=TASK_CHOICE)
+@click.option("--data", default=None, help="Video list ('path label' per line) or folder (one subfolder per class); "
+              "not for --task flow, which renders its own held-out clips.")
+@eval_option("--task", type=PROBE_TASK_CHOICE, help="flow: per-token ridge regression of exact flow, reported as "
+             "end-point error (lower is better); the others: --probe on video examples, top-1.")
 @eval_option("--probe", type=PROBE_CHOICE)
 @click.option("--out", required=True, help="Folder for metrics.json.")
 @eval_option("--seed", type=int, help="Folds, the probe, and the random init.")
 @click.option("--stride", type=int, default=None, cls=TaskStrideOption, help="Frame stride (speed: x1, x2, x4 of it).")
 @probe_options
 def evaluate(out, quiet, **options) -> None:
-    """Probe a frozen encoder: class labels, arrow of time or playback speed; writes OUT/metrics.json."""
+    """Probe a frozen encoder: class labels, arrow of time, playback speed or token flow; writes OUT/metrics.json."""
     from eval.evaluate import EvalConfig, summary_line
     from eval.evaluate import evaluate as run
 
@@ -518,7 +521,8 @@ def finetune(quiet, **options) -> None:
               help="A pretraining output folder or checkpoint (repeatable; a name given k times = k seed replicates).")
 @click.option("--scratch", is_flag=True, help="Add the random-init baseline (same geometry as the runs).")
 @click.option("--data", default=None, help="Videos to evaluate on [none and no --run: the embedded default study].")
-@compare_option("--task", "tasks", type=TASK_CHOICE, multiple=True, help="Repeatable.")
+@compare_option("--task", "tasks", type=PROBE_TASK_CHOICE, multiple=True,
+                help="Repeatable; flow needs no --data (a ridge probe's end-point error, lower is better).")
 @compare_option("--probe", "probes", type=RegistryChoice("eval.probes:PROBES", extra=("finetune",)), multiple=True,
                 help="Repeatable; finetune = end-to-end fine-tuning (`smile-synth finetune`) of every run and seed.")
 @click.option("--finetune-set", "finetune_settings", multiple=True, metavar="KEY=VALUE",
