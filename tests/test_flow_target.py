@@ -189,7 +189,6 @@ def test_pretrain_with_the_flow_target_runs_and_logs(tmp_path):
 @pytest.mark.parametrize(("settings", "needle"), [
     ({"source": "natural"}, "natural videos have none; add --overlay RECIPE"),
     ({"source": "mixed", "recipe": "black+objects"}, "natural videos have none"),
-    ({"data": "shards"}, "shards (--data shards) carry no flow"),
     ({"recipe": "black+objects", "render_device": "cpu"}, "leave --render-device out"),
 ])
 def test_clips_without_known_motion_stop_in_one_line(settings, needle, tmp_path):
@@ -202,3 +201,36 @@ def test_clips_without_known_motion_stop_in_one_line(settings, needle, tmp_path)
 def test_cli_natural_without_objects_is_one_line(tmp_path):
     result = run_cli("pretrain", "--source", "natural", "--target", "flow", "--steps", "1", "--out", str(tmp_path / "r"))
     assert_user_error(result, "--target flow needs clips with known motion", "--overlay RECIPE")
+
+
+# ---- shards generated with --annotations flow ----------------------------------------------------------
+
+def test_fit_clip_windows_and_rescales_the_flow():
+    from training.data import fit_clip
+
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    flow, valid = constructed_flow(T=6)
+    sample = fit_clip(video, None, 4, 64, np.random.default_rng(1), flow, valid)
+    t0 = int(np.random.default_rng(1).integers(0, 3))                # the window fit_clip draws
+    assert sample.flow.shape == (3, 64, 64, 2) and sample.flow_valid.shape == (3, 64, 64)
+    np.testing.assert_allclose(sample.flow[:, ::2, ::2], 2 * flow[t0:t0 + 3])    # nearest pixel, vectors x 2
+    np.testing.assert_array_equal(sample.flow_valid[:, 1::2, 1::2], valid[t0:t0 + 3])
+
+
+def test_pretrain_on_flow_shards_and_plain_shards_stop_in_one_line(tmp_path, training_shards):
+    from smile_synth.app.generate import GenerateConfig, generate
+    from conftest import recipe
+
+    plain = PretrainConfig(target="flow", data=str(training_shards), steps=1, out=str(tmp_path / "r0"),
+                           progress=False).validate()
+    with pytest.raises(UserError, match="carry no flow; generate them with `smile-synth generate --annotations flow`"):
+        trainer.pretrain(plain)
+    shards = tmp_path / "flow-shards"
+    generate(GenerateConfig(n=4, out=str(shards), recipe=recipe("black+objects"), frames=FRAMES, size=SIZE, workers=1,
+                            annotations=("flow",)), progress=False)
+    out = tmp_path / "run"
+    cfg = PretrainConfig(data=str(shards), preset="tiny", frames=FRAMES, size=SIZE, target="flow", steps=2,
+                         batch_size=2, workers=0, out=str(out), progress=False, log_every=1).validate()
+    assert trainer.pretrain(cfg)["steps"] == 2
+    assert all(np.isfinite(r["loss"]) for r in read_log(out))

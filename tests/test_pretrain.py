@@ -246,7 +246,7 @@ def test_multiple_sampling_uses_two_different_masks(monkeypatch):
     batch = BatchStream(RenderSource(recipe("black+objects"), FRAMES, 64), 3, 2, 16).batch(0)
     seen = {}
 
-    def capture(model, video, target, mask):
+    def capture(model, video, target, mask, weight=None):
         seen.update(video=video, target=target, mask=mask)
         return video.sum() * 0
 

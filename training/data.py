@@ -45,7 +45,7 @@ from smile_synth.shards import (
 from smile_synth.video import BadVideo, VideoItem
 
 from .device_batches import render_job, stack_pixels
-from .flow_target import annotations_for, batch_token_flow
+from .flow_target import FLOW, annotations_for, batch_token_flow
 from .masking import object_token_coverage
 from .natural import load_clip, natural_videos
 
@@ -95,21 +95,32 @@ def epoch_item(seed: int, g: int, n: int, attempt: int = 0) -> int:
 
 
 def fit_clip(video: np.ndarray, objects: np.ndarray | None, frames: int, size: int,
-             rng: np.random.Generator) -> Sample:
-    """A random `frames`-long window, resized to size x size. video (T, H, W, 3), objects (T, H, W)."""
+             rng: np.random.Generator, flow: np.ndarray | None = None, flow_valid: np.ndarray | None = None) -> Sample:
+    """A random `frames`-long window, resized to size x size. video (T, H, W, 3), objects (T, H, W); flow
+    (T-1, H, W, 2) px/frame and flow_valid (T-1, H, W) or None: windowed alike, resized by nearest pixel
+    (no blending across object edges) with the vectors scaled to the new size."""
     T, H, W = video.shape[:3]
     if T < frames:
         raise BadSample(f"clip has {T} frames, need {frames}")
     t0 = int(rng.integers(0, T - frames + 1))
     video = video[t0:t0 + frames]
     objects = None if objects is None else objects[t0:t0 + frames]
+    if flow is not None:
+        flow, flow_valid = flow[t0:t0 + frames - 1], flow_valid[t0:t0 + frames - 1]
     if (H, W) != (size, size):
         interp = cv2.INTER_AREA if min(H, W) > size else cv2.INTER_LINEAR
         video = np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in video])
         if objects is not None:
-            objects = np.stack([cv2.resize(m.view(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
-                                for m in objects]).astype(bool)
-    return Sample(np.ascontiguousarray(video), objects)
+            objects = resize_nearest(objects.view(np.uint8), size).astype(bool)
+        if flow is not None:
+            flow = resize_nearest(flow, size) * np.float32([size / W, size / H])
+            flow_valid = resize_nearest(flow_valid.view(np.uint8), size).astype(bool)
+    return Sample(np.ascontiguousarray(video), objects, flow=flow, flow_valid=flow_valid)
+
+
+def resize_nearest(frames: np.ndarray, size: int) -> np.ndarray:
+    """(T, H, W[, C]) -> (T, size, size[, C]) by nearest pixel (masks, flow: values kept, never blended)."""
+    return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_NEAREST) for f in frames])
 
 
 # ---- sources ---------------------------------------------------------------------------------
@@ -117,8 +128,9 @@ def fit_clip(video: np.ndarray, objects: np.ndarray | None, frames: int, size: i
 class ShardSource:
     """Clips of a `generate` output folder, random access through an index of tar offsets."""
 
-    def __init__(self, path: str | Path, frames: int, size: int, seed: int = 0):
+    def __init__(self, path: str | Path, frames: int, size: int, seed: int = 0, annotations: tuple[str, ...] = ()):
         self.frames, self.clip_size, self.seed = frames, size, seed
+        self.annotations = annotations        # kept from the shards' clips (flow), when they have them
         try:
             self.paths = shard_paths(path)
         except FileNotFoundError:
@@ -161,7 +173,8 @@ class ShardSource:
         except (OSError, ValueError, KeyError, tarfile.TarError) as e:
             raise BadSample(f"{path.name} sample {i}: {e}") from None
         s = Sample.of(clip)
-        return fit_clip(s.video, s.objects, self.frames, self.clip_size, sample_rng(self.seed, g, attempt, 1))
+        flow = (s.flow, s.flow_valid) if FLOW in self.annotations else (None, None)
+        return fit_clip(s.video, s.objects, self.frames, self.clip_size, sample_rng(self.seed, g, attempt, 1), *flow)
 
 
 class RenderSource:
@@ -287,7 +300,7 @@ def build_source(cfg, s) -> Source:
     annotations = annotations_for(cfg.target)    # ground truth the target needs (flow), computed in the workers
     def synthetic(path, recipe):
         if path is not None:
-            return ShardSource(path, s.frames, s.size, cfg.seed)
+            return ShardSource(path, s.frames, s.size, cfg.seed, annotations)
         return RenderSource(get_recipe(recipe, cfg.recipe_set), s.frames, s.size, cfg.seed, on_device, annotations)
 
     def natural():

@@ -19,10 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from smile_synth.errors import UserError
+from smile_synth.shards import DATASET, read_json
 
 FLOW = "flow"            # the target's name, and the annotation it needs from the generator
 PERCENT = 100.0          # target unit: percent of the clip side per frame
@@ -83,17 +86,27 @@ class FlowTarget:
 NEEDS_MOTION = "--target flow needs clips with known motion"
 
 
+def shards_have_flow(path: str) -> bool:
+    """Whether the shard folder `path` was generated with --annotations flow (its dataset.json says so)."""
+    try:
+        return FLOW in read_json(Path(path) / DATASET).get("annotations", ())
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def check_flow_sources(cfg) -> None:
     """One-line UserError unless every clip of PretrainConfig `cfg` comes with exact flow: rendered from a
-    recipe in the data workers, or natural clips with --overlay objects (flow on the objects only)."""
+    recipe in the data workers, shards generated with --annotations flow, or natural clips with --overlay
+    objects (flow on the objects only)."""
     if cfg.render_device is not None:
         raise UserError(f"{NEEDS_MOTION} from the data workers; clips painted with --render-device carry no "
                         "flow yet: leave --render-device out")
     synthetic_shards = cfg.data if cfg.source == "synthetic" else cfg.synthetic_data
-    if cfg.source != "natural" and synthetic_shards is not None:
+    if cfg.source != "natural" and synthetic_shards is not None and Path(synthetic_shards).is_dir() \
+            and not shards_have_flow(synthetic_shards):      # a missing folder: the shard reader says so
         option = "--data" if cfg.source == "synthetic" else "--synthetic-data"
-        raise UserError(f"{NEEDS_MOTION}: shards ({option} {synthetic_shards}) carry no flow for training; "
-                        f"render the clips on the fly with --recipe NAME instead of {option}")
+        raise UserError(f"{NEEDS_MOTION}: the shards in {option} {synthetic_shards} carry no flow; generate them "
+                        f"with `smile-synth generate --annotations flow`, or render on the fly with --recipe NAME")
     if cfg.source != "synthetic" and not cfg.overlay:
         raise UserError(f"{NEEDS_MOTION}: natural videos have none; add --overlay RECIPE (objects whose flow is "
                         "known) or use --source synthetic --recipe NAME")
