@@ -58,6 +58,8 @@ class EvalConfig:
         if self.data is None and self.task != FLOW_TASK:
             raise UserError(f"--task {self.task} needs --data (a video list or folder); only --task {FLOW_TASK} "
                             "makes its own clips")
+        if self.task == FLOW_TASK and (self.data or self.test_data):
+            raise UserError(f"--task {FLOW_TASK} renders its own held-out clips; leave out --data and --test-data")
         if self.probe not in PROBES:
             raise UserError(f"--probe {self.probe!r} is not one of {', '.join(PROBES)}")
         if (self.checkpoint is None) == (not self.random_init):

@@ -121,6 +121,9 @@ def test_eval_task_flow_cli(tmp_path):
 def test_eval_without_data_for_a_video_task_is_one_line(tmp_path):
     result = run_cli("eval", "--task", "speed", "--random-init", "--preset", "micro", "--out", str(tmp_path))
     assert_user_error(result, "--task speed needs --data")
+    result = run_cli("eval", "--task", "flow", "--data", str(tmp_path), "--random-init", "--preset", "micro",
+                     "--out", str(tmp_path))
+    assert_user_error(result, "--task flow renders its own held-out clips; leave out --data")
 
 
 def test_compare_reports_epe_beside_top1(tmp_path):

@@ -18,7 +18,6 @@ clip's zero flow and a camera pan shared by every token are what the student sho
 from __future__ import annotations
 
 from collections.abc import Sequence
-
 from pathlib import Path
 
 import numpy as np
