@@ -97,7 +97,8 @@ def clip_motion(plan: ClipPlan, placed: np.ndarray) -> Motion:
     forward, backward = step_affines(placed)
     bg = plan.background
     valid = bg is not None and (plan.static or bg.kind not in _EVOLVING)
-    return Motion(forward, backward, valid, bool(np.array_equal(placed[0], np.broadcast_to(np.eye(2, 3), placed[0].shape))))
+    still = bool((placed[0] == np.eye(2, 3)).all())   # placements gives a still background exactly the identity
+    return Motion(forward, backward, valid, still)
 
 
 def field_rows(affines: np.ndarray, W: int) -> np.ndarray:
@@ -119,8 +120,9 @@ def box_field(rows: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarra
 
 
 def box_affines(affines: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """float64 (K, S, 2, 3): affines (K, S, 2, 3), frame px -> frame px, taking box px (origin at each box's
-    x1, y1 in boxes (K, S, 4)) instead; NaN where the box is. What a warp into the box needs."""
+    """float64 (K, S, 2, 3): affines (K, S, 2, 3), frame px -> frame px, made to take box px instead (origin
+    at the top-left corner of each box in boxes (K, S, 4), x1 y1 x2 y2); NaN where the box is NaN. What a
+    warp into the box needs."""
     out = affines.copy()
     out[..., 2] += np.einsum("ksij,ksj->ksi", affines[..., :2], boxes[..., :2])
     return out

@@ -146,7 +146,8 @@ def test_a_camera_pan_gives_a_constant_background_flow_and_warps_exactly():
     for t in range(FRAMES - 1):
         bgp = labels[t] == 0
         np.testing.assert_allclose(clip.flow[t][bgp], np.broadcast_to(expected, (bgp.sum(), 2)), atol=1e-4)
-        np.testing.assert_allclose(clip.flow_back[t][labels[t + 1] == 0], np.broadcast_to(-expected, ((labels[t + 1] == 0).sum(), 2)), atol=1e-4)
+        bg_next = labels[t + 1] == 0
+        np.testing.assert_allclose(clip.flow_back[t][bg_next], np.broadcast_to(-expected, (bg_next.sum(), 2)), atol=1e-4)
         rec = cv2.remap(clip.video[t + 1], X + clip.flow[t, ..., 0], Y + clip.flow[t, ..., 1], cv2.INTER_LINEAR)
         qx = np.clip(np.rint(X + expected[0]).astype(int), 0, SIZE - 1)
         qy = np.clip(np.rint(Y + expected[1]).astype(int), 0, SIZE - 1)
