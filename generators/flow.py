@@ -134,8 +134,10 @@ def fill_background(flow: np.ndarray, occluded: np.ndarray | None, masks_to: np.
     then overwrites the objects' pixels, so no mask is needed. An invalid background is left at 0, not
     occluded.
 
-    flow: float32 (S, H, W, 2), zeros on entry; occluded: bool (S, H, W), False on entry, or None (not
-    wanted); masks_to: bool (K, S, H, W), the objects' pixels in the frames the steps go to; affines:
+    flow: float32 (S, H, W, 2), zeros on entry unless the background is valid and moves (then every pixel
+    is written here); occluded: bool (S, H, W), written whole unless the background is invalid (then False
+    on entry), or None (not wanted); masks_to: bool (K, S, H, W), the objects' pixels in the frames the
+    steps go to; affines:
     (S, 2, 3) the background's map per step. A background pixel is occluded when the nearest pixel to where
     it lands is outside the frame or an object's."""
     if not motion.background_valid:
@@ -191,9 +193,10 @@ def fill_objects(flow: np.ndarray, flow_back: np.ndarray, occluded: np.ndarray, 
 def flow_fields(clip: Clip, motion: Motion) -> dict[str, np.ndarray]:
     """The four flow fields and occlusion of a painted clip (see smile_synth.clip.Clip), as Clip keywords."""
     T, H, W = clip.video.shape[:3]
-    flow = np.zeros((T - 1, H, W, 2), np.float32)
-    flow_back = np.zeros((T - 1, H, W, 2), np.float32)
-    occluded = np.zeros((T - 1, H, W), bool)
+    moving = motion.background_valid and not motion.background_still   # then fill_background writes every flow
+    flow = (np.empty if moving else np.zeros)((T - 1, H, W, 2), np.float32)
+    flow_back = (np.empty if moving else np.zeros)((T - 1, H, W, 2), np.float32)
+    occluded = (np.empty if motion.background_valid else np.zeros)((T - 1, H, W), bool)   # likewise
     fill_background(flow, occluded, clip.masks[:, 1:], motion.forward[0], motion)
     fill_background(flow_back, None, clip.masks[:, :-1], motion.backward[0], motion)
     fill_objects(flow, flow_back, occluded, clip.masks, clip.boxes, motion)
