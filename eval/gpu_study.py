@@ -39,10 +39,13 @@ from .study_report import (
     pretraining_logs,
 )
 
-CANDIDATE_PRESETS = ("micro8", "tiny")      # the pilot picks one (PILOT_RULES["preset"])
+# the pilot picks one (PILOT_RULES["preset"]) of those at the prepared data's size: at 64 px micro8 (8 px
+# patches, 256 tokens) or micro (16 px, 64 tokens; the CPU study's). tiny takes 112 px clips, whose data
+# (~3x the 64 px data's 23 MiB) would not travel within the device's 64 MiB
+CANDIDATE_PRESETS = ("micro8", "micro", "tiny")
 MIN_CLIPS, MAX_CLIPS = 5_000_000, 10_000_000   # clip presentations per run: the issue's floor, and 10^7 if it fits
 PILOT_CLIPS_SHARE = 0.2                     # a pilot pretraining run sees this share of clips_per_run
-FINETUNE_LADDER = (0.5, 1.0, 2.0, 4.0)      # the pilot's fine-tuning budgets, x the evaluation settings' steps
+FINETUNE_LADDER = (0.5, 1.0, 2.0, 4.0)      # the pilot's fine-tuning budgets (GpuProtocol.ladder) x the settings' steps
 FINETUNE_STEPS = "finetune_steps"           # DeviceEvalSettings' field of fine-tuning steps
 PLANS_PER_S_GUESS = 1_000                   # plans a core draws per second (64 px; measured on CPU), for projections
 
@@ -54,7 +57,7 @@ PILOT_RULES = {
     "clips_per_run": "the most clips per run, a multiple of the batch in [MIN_CLIPS, MAX_CLIPS], that the chosen "
                      "preset's measured throughput fits into the budget left after the projected pools and "
                      "evaluations; MIN_CLIPS (flagged) if even that does not fit",
-    "finetune_steps": "the smallest budget of FINETUNE_LADDER at which scratch beats chance by more than 2 seed-std "
+    "finetune_steps": "the smallest budget of the ladder at which scratch beats chance by more than 2 seed-std "
                       "(ddof 1) on at least one fine-tuning evaluation; if none does, the largest (flagged)",
 }
 
@@ -80,6 +83,7 @@ class GpuProtocol:
     evaluation: object = field(default_factory=default_evaluation)   # eval.device_eval.DeviceEvalSettings
     budget_minutes: float = 9.0                  # the whole study, evaluation included
     log_every: int = 50                          # steps per log.jsonl window
+    ladder: tuple[float, ...] = FINETUNE_LADDER  # the pilot's fine-tuning budgets, x the evaluation's steps
     data_size: int = 64                          # px of the prepared data (eval.device_data)
 
     @property
@@ -103,7 +107,7 @@ class GpuProtocol:
 def dry_run(protocol: GpuProtocol) -> GpuProtocol:
     """Every stage for a few steps at tiny sizes (any device: the test suite runs it on CPU)."""
     from .device_eval import dry_run_settings
-    return replace(protocol, clips_per_run=8, batch_size=4, pool_size=8, log_every=1,
+    return replace(protocol, clips_per_run=8, batch_size=4, pool_size=8, log_every=1, ladder=(1.0,),
                    evaluation=dry_run_settings(protocol.evaluation))
 
 
@@ -211,7 +215,8 @@ def pretrain_run(regime: Regime, protocol: GpuProtocol, seed: int, pool, data: P
     return {"run": out, "seconds": seconds, "clips_per_s": rate}
 
 
-def evaluate_all(evaluations, runs: dict, protocol: GpuProtocol, progress: bool, settings=None) -> tuple[list[dict], float]:
+def evaluate_all(evaluations, runs: dict, protocol: GpuProtocol, progress: bool,
+                 settings=None) -> tuple[list[dict], float]:
     """Every (regime, seed) run (None: scratch) through the device evaluations; -> (rows tagged with
     run, budget and clips_seen, seconds)."""
     rows, t = [], time.perf_counter()
@@ -293,7 +298,7 @@ def write_gpu_report(out: Path, rows: list[dict], plan: list[Regime], runs: dict
     shows = findings(rows, losses, names, {}, probe)
     clips = protocol.steps * protocol.batch_size
     runs_info = {n: {"source": (info[n]["settings"] or {}).get("source", "none (random init)"),
-                     "recipe": (info[n]["settings"] or {}).get("recipe") or info[n]["about"],
+                     "recipe": (info[n]["settings"] or {}).get("recipe"), "data": "the prepared natural clips",
                      "overlay": (info[n]["settings"] or {}).get("overlay"),
                      "steps": 0 if n == SCRATCH else protocol.steps, "clips_seen": 0 if n == SCRATCH else clips,
                      "replicates": protocol.seeds} for n in names}
@@ -357,11 +362,13 @@ def fitted_clips(rate: float, seconds_left: float, runs: int, batch: int) -> tup
 
 
 def run_pilot(out: str | Path, protocol: GpuProtocol, device: str = "cuda", data_dir: str | None = None,
-              workers: int | None = None, progress: bool = True, candidates: tuple[str, ...] = CANDIDATE_PRESETS
-              ) -> Path:
-    """Scratch and the pilot regime only: each candidate preset pretrained on the pilot regime (seed 0,
-    PILOT_CLIPS_SHARE of the run's clips), then the fine-tuning ladder on the picked preset; applies
-    PILOT_RULES and writes pilot.md and pilot.json (and loss.png)."""
+              workers: int | None = None, progress: bool = True) -> Path:
+    """Scratch and the pilot regime only: each candidate preset at the data's size pretrained on the pilot
+    regime (seed 0, PILOT_CLIPS_SHARE of the run's clips), and each through the fine-tuning ladder
+    (scratch seeds 0..seeds-1, the pilot run); applies PILOT_RULES; writes pilot.md, pilot.json, loss.png."""
+    from training.models import student_config
+
+    from .device_data import device_data_size
     from .device_eval import DeviceEvaluations
 
     out, t0 = Path(out), time.time()
@@ -369,9 +376,13 @@ def run_pilot(out: str | Path, protocol: GpuProtocol, device: str = "cuda", data
     protocol = protocol.validate()
     data = prepare_data(out, data_dir, protocol.data_size, progress)
     pilot = next(r for r in regimes(data) if r.name == PILOT)
+    candidates = [p for p in CANDIDATE_PRESETS if student_config(p).size == device_data_size(data)]
+    if protocol.preset not in candidates:
+        raise UserError(f"the data in {data} holds {device_data_size(data)} px clips; the GPU study's preset "
+                        f"{protocol.preset!r} takes {student_config(protocol.preset).size} px")
     workers = default_workers() if workers is None else workers
     study_runs = (len([r for r in protocol.regimes if r != SCRATCH])) * protocol.seeds
-    measured, runs = {}, {}
+    measured, runs, pilots = {}, {}, {}
     for preset in candidates:
         p = replace(protocol, preset=preset,
                     clips_per_run=max(protocol.batch_size, int(protocol.clips_per_run * PILOT_CLIPS_SHARE)))
@@ -382,25 +393,26 @@ def run_pilot(out: str | Path, protocol: GpuProtocol, device: str = "cuda", data
         measured[preset] = {"clips_per_s": r["clips_per_s"], "ratio": check["loss"] / check["constant"],
                             "loss_check": check, "plans_per_s": drawn["plans"] / max(drawn["seconds"], 1e-9),
                             "run": str(r["run"])}
-        runs[f"{PILOT} ({preset})", 0] = r["run"]
+        runs[f"{PILOT} ({preset})", 0], pilots[preset] = r["run"], p
     # the ladder, on each candidate's pilot weights and scratch: also measures the evaluation time per call
     budget_s = protocol.budget_minutes * 60
     base_steps = getattr(protocol.evaluation, FINETUNE_STEPS)
     ladder, fits, eval_s = [], {}, {}
     for preset in candidates:
         evaluations = DeviceEvaluations(data, preset, device, protocol.evaluation)
-        for share in FINETUNE_LADDER:
+        for share in protocol.ladder:
             steps = max(1, round(base_steps * share))
             settings = replace(protocol.evaluation, **{FINETUNE_STEPS: steps})
             calls = {(SCRATCH, s): None for s in range(protocol.seeds)} | {(PILOT, 0): measured[preset]["run"]}
-            rows, seconds = evaluate_all(evaluations, calls, replace(protocol, preset=preset), progress, settings)
+            rows, seconds = evaluate_all(evaluations, calls, pilots[preset], progress, settings)
             ladder.append({"preset": preset, "finetune_steps": steps, "rows": rows,
-                           "scratch_above_chance": scratch_above_chance(rows), "seconds_per_call": seconds / len(calls)})
+                           "scratch_above_chance": scratch_above_chance(rows),
+                           "seconds_per_call": seconds / len(calls)})
             eval_s[preset, steps] = seconds / len(calls)
         # does the study fit at MIN_CLIPS with this preset (evaluation at the ladder's middle budget)?
         calls = len(protocol.regimes) * protocol.seeds
         pools_s = study_runs * protocol.pool_size / (measured[preset]["plans_per_s"] or PLANS_PER_S_GUESS)
-        mid = max(1, round(base_steps * FINETUNE_LADDER[len(FINETUNE_LADDER) // 2]))
+        mid = max(1, round(base_steps * protocol.ladder[len(protocol.ladder) // 2]))
         left = budget_s - pools_s - calls * eval_s[preset, mid]
         fits[preset] = fitted_clips(measured[preset]["clips_per_s"], left, study_runs, protocol.batch_size)[1]
     preset = pick_preset(measured, fits)
@@ -430,7 +442,8 @@ def write_pilot(out: Path, protocol: GpuProtocol, measured: dict, ladder: list[d
              *[f"- **{k}**: {v}" for k, v in PILOT_RULES.items()], "",
              "## Pretraining candidates (the pilot regime, seed 0)", "",
              "| preset | clips/s | loss / best constant | plans/s |", "|---|---:|---:|---:|",
-             *[f"| {p} | {m['clips_per_s']:,.0f} | {m['ratio']:.3f} | {m['plans_per_s']:,.0f} |" for p, m in measured.items()],
+             *[f"| {p} | {m['clips_per_s']:,.0f} | {m['ratio']:.3f} | {m['plans_per_s']:,.0f} |"
+               for p, m in measured.items()],
              "", "## Fine-tuning ladder (top-1 %, mean over seeds; scratch: seeds 0..n-1, pilot regime: seed 0)", ""]
     for step in ladder:
         cells = aggregate(step["rows"])

@@ -49,7 +49,8 @@ def pretraining_logs(runs: dict, names: list[str]) -> dict[str, list[list[dict]]
 def tail_levels(log: list[dict], tail: float = TAIL) -> tuple[float, float, float]:
     """(loss, zeros, best constant): their means over the last `tail` share of one run's logged windows."""
     last = log[-max(1, int(len(log) * tail)):]
-    loss, zero, constant = (float(np.mean([r.get(k, np.nan) for r in last])) for k in ("loss", "zero_loss", "constant_loss"))
+    loss, zero, constant = (float(np.mean([r.get(k, np.nan) for r in last]))
+                            for k in ("loss", "zero_loss", "constant_loss"))
     return loss, zero, constant
 
 

@@ -67,9 +67,12 @@ def pretrain(cfg: PretrainConfig) -> dict:
 def pretrain_on(cfg: PretrainConfig, device: torch.device, batches: BatchesFor) -> dict:
     """A one-process run on `device` fed by `batches(student, start step)` (clips made on the device,
     e.g. training.device_pool) instead of cfg's source; the same loop, log, checkpoints and export."""
+    device = torch.device(device)
+    if device.type == "cuda":       # as setup_distributed: fp32 leftovers on tensor cores
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     ensure_writable_folder(cfg.out)
     with run_folder(cfg.out, "pretrain"):
-        return _pretrain(cfg, Dist(device=torch.device(device)), batches)
+        return _pretrain(cfg, Dist(device=device), batches)
 
 
 def _pretrain(cfg: PretrainConfig, d: Dist, batches: BatchesFor | None = None) -> dict:
