@@ -444,10 +444,10 @@ def write_pilot(out: Path, protocol: GpuProtocol, measured: dict, ladder: list[d
              "| preset | clips/s | loss / best constant | plans/s |", "|---|---:|---:|---:|",
              *[f"| {p} | {m['clips_per_s']:,.0f} | {m['ratio']:.3f} | {m['plans_per_s']:,.0f} |"
                for p, m in measured.items()],
-             "", "## Fine-tuning ladder (top-1 %, mean over seeds; scratch: seeds 0..n-1, pilot regime: seed 0)", ""]
-    for step in ladder:
+             "", "## Fine-tuning ladder (top-1 %, mean ± std over seeds; scratch: seeds 0..n-1, the pilot run: seed 0)", ""]
+    for step in ladder:     # the fine-tuning columns (pilot.json holds the probes' rows too)
         cells = aggregate(step["rows"])
-        cols = list(dict.fromkeys(column(r["task"], r["probe"]) for r in step["rows"]))
+        cols = [c for c in dict.fromkeys(column(r["task"], r["probe"]) for r in step["rows"]) if c.endswith("/finetune")]
         lines.append(f"- {step['preset']}, {step['finetune_steps']} fine-tuning steps "
                      f"({step['seconds_per_call']:.1f}s per evaluation): "
                      + "; ".join(f"{run} {col} {100 * c['mean']:.1f} ± {100 * c['std']:.1f} (chance "
