@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -36,16 +37,16 @@ def token_flow(flow: np.ndarray, valid: np.ndarray, tubelet: int, patch: int) ->
     float32 (N, 2 * tubelet), 1 where the entry has at least one valid pixel), tokens in (t, h, w)
     order as training.targets.patchify; T % tubelet == 0 and H, W % patch == 0."""
     steps, H, W = valid.shape
-    T = steps + 1
-    grid = (T // tubelet, H // patch, W // patch)
-    motion = np.zeros((T, H, W, 3), np.float32)            # dx, dy (0 where invalid), valid; frame T-1 has none
-    motion[:-1, ..., :2] = np.where(valid[..., None], flow, 0)
-    motion[:-1, ..., 2] = valid
-    sums = motion.reshape(grid[0], tubelet, grid[1], patch, grid[2], patch, 3).sum(axis=(3, 5))
-    sums = sums.transpose(0, 2, 3, 1, 4).reshape(-1, tubelet, 3)          # (N, tubelet, dx dy count)
-    count = sums[..., 2:]
-    values = sums[..., :2] / np.maximum(count, 1)
-    weight = np.broadcast_to(count > 0, values.shape)
+    T, h, w = steps + 1, H // patch, W // patch
+    means = np.zeros((T, h, w, 3), np.float32)             # per frame and token: mean dx, dy (0 where invalid), valid share
+    for t in range(steps):                                 # frame T-1 has no forward flow: stays 0
+        ok = valid[t].astype(np.float32)                   # contiguous float products: 2x faster than a strided out=
+        means[t, ..., :2] = cv2.resize(flow[t] * ok[..., None], (w, h), interpolation=cv2.INTER_AREA)   # exact patch
+        means[t, ..., 2] = cv2.resize(ok, (w, h), interpolation=cv2.INTER_AREA)                        # means
+    means = means.reshape(T // tubelet, tubelet, h, w, 3).transpose(0, 2, 3, 1, 4).reshape(-1, tubelet, 3)
+    share = means[..., 2:]                                 # (N, tubelet, 1) share of valid pixels
+    values = means[..., :2] / np.maximum(share, 1e-12)
+    weight = np.broadcast_to(share > 0, values.shape)
     return values.reshape(len(values), -1).astype(np.float32), weight.reshape(len(values), -1).astype(np.float32)
 
 
