@@ -14,12 +14,13 @@ and the others still run (exit status 1 then).
   DataLoader worker does under `pretrain --render-device`). The batch repeats a few distinct plans:
   the painting costs the same, and drawing hundreds of plans would take longer than the row.
 - Pretraining: one training step as the trainer takes it (engine.train_step + optimizer_step, bf16
-  autocast on a GPU) of micro, micro8 (the study's student), tiny, small and base at their own sizes, with HOG targets and with a
-  random-weight ViT-B/16 CLIP teacher loaded through the real path (a local weights file, as the tests
-  load theirs: no network), on a batch already on the device (data excluded). FLOPs: one step
-  (forward, backward and teacher) counted by torch.utils.flop_counter.FlopCounterMode. MFU: those
-  FLOPs per second over the device's dense bf16 peak (bench_train.PEAK_TFLOPS, named in the header);
-  beside it, the share of a large bf16 matrix product's rate measured in this process.
+  autocast on a GPU) of micro, micro8 (the study's student), tiny, small and base at their own sizes,
+  with HOG targets and with a random-weight ViT-B/16 CLIP teacher loaded through the real path (a local
+  weights file, as the tests load theirs: no network), on a batch already on the device (data
+  excluded). FLOPs: one step (forward, backward and teacher) counted by
+  torch.utils.flop_counter.FlopCounterMode. MFU: those FLOPs per second over the device's dense bf16
+  peak (bench_train.PEAK_TFLOPS, named in the header); beside it, the share of a large bf16 matrix
+  product's rate measured in this process.
 - data_wait: `pretrain` itself for a few steps (HOG target, noise+objects rendered on the fly): clips
   painted in CPU workers (numpy), then painted on the device (--render-device); the last log window's
   share of time spent waiting for data, and its clips/s.
@@ -60,12 +61,14 @@ RECIPE = "noise+objects"       # the moving-noise regime's clips
 
 @dataclasses.dataclass(frozen=True)
 class BenchSettings:
-    """How much each row does. DEVICE is the table's; DRY (--dry-run) only proves every path runs."""
+    """How much each row does. DEVICE is the table's; DRY (--dry-run) only proves every path runs (small
+    and base take the same path as tiny, and seconds per step on CPU: left out)."""
     render_frames: int
     render_sizes: tuple[int, ...]
     render_batch: int                 # clips painted per timed call
     render_plans: int                 # distinct plans in that batch (repeated to fill it)
     render_repeats: int
+    presets: tuple[str, ...]          # the pretraining rows' students
     batch: dict[str, int]             # clips per training step, per preset
     frames: int | None                # None: each preset's own geometry
     size: int | None
@@ -80,14 +83,16 @@ class BenchSettings:
     workers: int
 
 
-DEVICE = BenchSettings(render_frames=16, render_sizes=(64, 112, 224), render_batch=256, render_plans=32,
-                       render_repeats=3, batch={"micro": 512, "micro8": 512, "tiny": 256, "small": 64, "base": 32},
-                       frames=None, size=None, warmup_steps=2, timed_steps=5, teacher="ViT-B-16", teacher_presets=PRESETS,
-                       matmul_side=8192, wait_preset="micro8", wait_batch=512, wait_steps=24, workers=12)
-DRY = BenchSettings(render_frames=4, render_sizes=(32,), render_batch=4, render_plans=2, render_repeats=1,
-                    batch=dict.fromkeys(PRESETS, 1), frames=4, size=32, warmup_steps=0, timed_steps=1,
-                    teacher="ViT-S-16", teacher_presets=("micro",), matmul_side=256, wait_preset="micro",
-                    wait_batch=2, wait_steps=2, workers=1)
+DEVICE = BenchSettings(
+    render_frames=16, render_sizes=(64, 112, 224), render_batch=256, render_plans=32, render_repeats=3,
+    presets=PRESETS, batch={"micro": 512, "micro8": 512, "tiny": 256, "small": 64, "base": 32}, frames=None,
+    size=None, warmup_steps=2, timed_steps=5, teacher="ViT-B-16", teacher_presets=PRESETS, matmul_side=8192,
+    wait_preset="micro8", wait_batch=512, wait_steps=24, workers=12)
+DRY = BenchSettings(
+    render_frames=4, render_sizes=(32,), render_batch=4, render_plans=2, render_repeats=1,
+    presets=("micro", "tiny"), batch=dict.fromkeys(PRESETS, 1), frames=4, size=32,
+    warmup_steps=0, timed_steps=1, teacher="ViT-S-16", teacher_presets=("micro",), matmul_side=256,
+    wait_preset="micro", wait_batch=2, wait_steps=2, workers=1)
 
 
 def synchronize(device: torch.device) -> None:
@@ -247,15 +252,38 @@ def write_report(out: Path, header: dict, sections: dict[str, list[dict]]) -> No
 
 
 def random_teacher_file(model: str, folder: Path) -> Path:
-    """A random-weight open_clip `model`'s image tower saved as a local state-dict file (no download)."""
+    """A random-weight open_clip `model` saved as a local state-dict file (no download), as the tests make theirs."""
     import open_clip
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        visual = open_clip.create_model(model, pretrained=None).visual
-    path = folder / f"{model}-random-visual.pt"
-    torch.save(visual.state_dict(), path)
+        clip = open_clip.create_model(model, pretrained=None)
+    path = folder / f"{model}-random.pt"
+    torch.save(clip.state_dict(), path)
     return path
+
+
+def header_of(device: torch.device, s: BenchSettings, dry_run: bool, matmul: float) -> dict:
+    """What the table was measured on, and the peak its MFU is against."""
+    peak = peak_tflops(device)
+    dtype = "bf16" if device.type == "cuda" else "fp32"
+    return {"device": device_name(device), "torch": torch.__version__, "cuda": torch.version.cuda, "cpu": cpu_model(),
+            "settings": "dry run (CPU-sized)" if dry_run else "device",
+            "mfu peak": f"{peak[0]} dense bf16 {peak[1]:g} TFLOP/s" if peak else "n/a (no known peak for this device)",
+            f"matmul baseline ({s.matmul_side}^3, {dtype})": f"{matmul:.3g} TFLOP/s"}
+
+
+def jobs_of(s: BenchSettings, device: torch.device, render_device: str, tmp: Path, matmul: float) -> list[tuple]:
+    """(section, what the row is, how to measure it) for every row of the table, in order."""
+    teacher_file = random_teacher_file(s.teacher, tmp)
+    jobs = [("renderer", {"size": size}, lambda size=size: render_row(size, device, s)) for size in s.render_sizes]
+    jobs += [("pretraining", {"preset": p, "target": t},
+              lambda p=p, t=t: pretrain_row(p, t, device, s, teacher_file, matmul))
+             for p in s.presets for t in TARGETS if t != "clip" or p in s.teacher_presets]
+    jobs += [("data_wait", {"rendering": r or "CPU workers"},
+              lambda r=r, i=i: data_wait_row(r, device, s, tmp / f"wait{i}"))
+             for i, r in enumerate((None, render_device))]
+    return jobs
 
 
 def main() -> int:
@@ -271,26 +299,13 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + args.budget_s
     matmul = matmul_tflops(device, s.matmul_side)
-    peak = peak_tflops(device)
-    header = {"device": device_name(device), "torch": torch.__version__, "cuda": torch.version.cuda,
-              "cpu": cpu_model(), "settings": "dry run (CPU-sized)" if args.dry_run else "device",
-              "mfu peak": f"{peak[0]} dense bf16 {peak[1]:g} TFLOP/s" if peak else "n/a (no known peak for this device)",
-              f"matmul baseline ({s.matmul_side}^3, {'bf16' if device.type == 'cuda' else 'fp32'})": f"{matmul:.3g} TFLOP/s"}
-    sections: dict[str, list[dict]] = {"renderer": [], "pretraining": [], "data_wait": []}
-    print(f"bench_device on {header['device']} (CPU {header['cpu']}), torch {torch.__version__}, CUDA {torch.version.cuda}",
+    header = header_of(device, s, args.dry_run, matmul)
+    print(f"bench_device on {header['device']}, CPU {header['cpu']}, torch {header['torch']}, CUDA {header['cuda']}",
           flush=True)
+    sections: dict[str, list[dict]] = {"renderer": [], "pretraining": [], "data_wait": []}
     failed = False
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        teacher_file = random_teacher_file(s.teacher, tmp)
-        # (section, what the row is, how to measure it)
-        jobs = [("renderer", {"size": size}, lambda size=size: render_row(size, device, s)) for size in s.render_sizes]
-        jobs += [("pretraining", {"preset": p, "target": t},
-                  lambda p=p, t=t: pretrain_row(p, t, device, s, teacher_file, matmul)) for p in PRESETS for t in TARGETS
-                 if t != "clip" or p in s.teacher_presets]
-        jobs += [("data_wait", {"rendering": r or "CPU workers"},
-                  lambda r=r, i=i: data_wait_row(r, device, s, tmp / f"wait{i}")) for i, r in enumerate((None, args.device))]
-        for section, label, job in jobs:
+        for section, label, job in jobs_of(s, device, args.device, Path(tmp), matmul):
             t = time.monotonic()
             if t > deadline:
                 row = {**label, "status": f"not run: past --budget-s {args.budget_s:g}"}

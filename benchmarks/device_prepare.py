@@ -126,7 +126,8 @@ def check_wheels(folder: Path) -> list[Path]:
         raise UserError(f"{folder} holds two versions of {', '.join(twice)}: delete {folder} and run --prepare again")
     missing = missing_on_device(wheels)
     if missing:
-        raise UserError(f"not on the device and not carried: {'; '.join(missing)}; add them to CARRIED in {Path(__file__).name}")
+        raise UserError(f"not on the device and not carried: {'; '.join(missing)}; "
+                        f"add them to CARRIED in {Path(__file__).name}")
     return wheels
 
 
@@ -194,7 +195,8 @@ def step_pyav() -> None:
 def step_size() -> None:
     sizes = travelling_sizes()
     total = sum(sizes.values())
-    print("travels: " + ", ".join(f"{k} {mib(v)}" for k, v in sizes.items()) + f"; total {mib(total)} (limit {LIMIT_MIB} MiB)")
+    parts = ", ".join(f"{k} {mib(v)}" for k, v in sizes.items())
+    print(f"travels: {parts}; total {mib(total)} (limit {LIMIT_MIB} MiB)")
     if total > LIMIT_MIB * 2 ** 20:
         pyav = size_of(WHEELS.glob(f"{PYAV}-*.whl"))
         hint = f"; PyAV alone is {mib(pyav)} of .whl" if pyav else ""

@@ -56,11 +56,14 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT   # the study's run folders and the bench's scratch: what matters is copied to $OUT
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
+# the study's 2 seeds (GpuProtocol's); the dry run's study 1, which halves its evaluations (the pilot keeps 2:
+# its rule compares scratch with chance by the seeds' std)
 if [[ $MODE == dry ]]; then
-  DEVICE=cpu DRY=(--dry-run) SITE=$WORK/site
+  DEVICE=cpu DRY=(--dry-run) SITE=$WORK/site SEEDS=1
 else
-  DEVICE=cuda DRY=() SITE=/tmp/site
+  DEVICE=cuda DRY=() SITE=/tmp/site SEEDS=2
 fi
+((${#PILOT[@]})) && SEEDS=2
 FAILED=() SUMMARY=()
 
 left() { echo $((DEADLINE - $(date +%s))); }
@@ -104,7 +107,8 @@ collect() {
 
 setup() {
   if compgen -G ".whl/*.whl" >/dev/null; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl || return 1
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
+      .whl/*.whl || return 1
     echo "installed into $SITE: $(cd .whl && echo *.whl)"
   else
     echo "no .whl/: nothing to install (on the device, run --prepare here first: the CLIP teacher needs open_clip)"
@@ -136,7 +140,7 @@ if ((STUDY)); then
   DATA=()
   [[ -d .devdata ]] && DATA=(--data-dir .devdata)
   run_step study $(($(left) - 20)) "$PY" -m smile_synth compare --protocol gpu --device "$DEVICE" --out "$WORK/study" \
-    "${DATA[@]}" "${PILOT[@]}" "${DRY[@]}"
+    --seeds "$SEEDS" "${DATA[@]}" "${PILOT[@]}" "${DRY[@]}"
   collect "$WORK/study"
 fi
 
