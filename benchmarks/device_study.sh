@@ -56,14 +56,14 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT   # the study's run folders and the bench's scratch: what matters is copied to $OUT
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
-# the study's 2 seeds (GpuProtocol's); the dry run's study 1, which halves its evaluations (the pilot keeps 2:
-# its rule compares scratch with chance by the seeds' std)
+# the study's seeds are GpuProtocol's; the dry run's study has 1, which halves its evaluations (not the
+# pilot's: its rule compares scratch with chance by the seeds' std)
 if [[ $MODE == dry ]]; then
-  DEVICE=cpu DRY=(--dry-run) SITE=$WORK/site SEEDS=1
+  DEVICE=cpu DRY=(--dry-run) SITE=$WORK/site SEEDS=(--seeds 1)
 else
-  DEVICE=cuda DRY=() SITE=/tmp/site SEEDS=2
+  DEVICE=cuda DRY=() SITE=/tmp/site SEEDS=()
 fi
-((${#PILOT[@]})) && SEEDS=2
+((${#PILOT[@]})) && SEEDS=()
 FAILED=() SUMMARY=()
 
 left() { echo $((DEADLINE - $(date +%s))); }
@@ -140,7 +140,7 @@ if ((STUDY)); then
   DATA=()
   [[ -d .devdata ]] && DATA=(--data-dir .devdata)
   run_step study $(($(left) - 20)) "$PY" -m smile_synth compare --protocol gpu --device "$DEVICE" --out "$WORK/study" \
-    --seeds "$SEEDS" "${DATA[@]}" "${PILOT[@]}" "${DRY[@]}"
+    "${SEEDS[@]}" "${DATA[@]}" "${PILOT[@]}" "${DRY[@]}"
   collect "$WORK/study"
 fi
 
