@@ -130,11 +130,11 @@ EOF
 
 main() {
 echo "device_study ($MODE) $(date -u +%FT%TZ) in $REPO; output to $OUT; budget ${BUDGET_S}s"
-run_step setup 120 setup
 if [[ $MODE == device ]] && ! "$PY" -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
   echo "Error: no CUDA device here; on a machine without one run: bash benchmarks/device_study.sh --dry-run"
-  exit 1
+  return 1
 fi
+run_step setup 120 setup
 
 if ((STUDY)); then
   DATA=()
