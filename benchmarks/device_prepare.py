@@ -176,7 +176,8 @@ def step_data() -> None:
     if importlib.util.find_spec("eval.device_data") is None:
         raise UserError("eval/device_data.py is not in this tree yet: .devdata cannot be written")
     from eval.device_data import write_device_data
-    root = write_device_data(DEVDATA)
+    from eval.gpu_study import GpuProtocol
+    root = write_device_data(DEVDATA, size=GpuProtocol.data_size)        # the size the study reads
     print(f".devdata: {root} ({mib(size_of(Path(root).rglob('*')))})")
 
 
