@@ -101,7 +101,7 @@ class DeviceEvalSettings:
 
 def dry_run_settings(settings: DeviceEvalSettings = DeviceEvalSettings()) -> DeviceEvalSettings:
     """`settings` at a few steps and clips, for dry runs and tests on CPU."""
-    return dataclasses.replace(settings, finetune_steps=2, finetune_batch=4, repeated_aug=1, windows=2,
+    return dataclasses.replace(settings, finetune_steps=2, finetune_batch=4, repeated_aug=1, windows=1,
                                direction_clips=(3, 2), view_batch=64)
 
 

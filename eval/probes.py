@@ -117,9 +117,14 @@ def _knn(train_x, train_y, test_x, n_classes, train_groups=None, seed=0):
 
 def probe_scores(probe: str, train_x, train_y, test_x, n_classes: int, train_groups=None, seed: int = 0) -> np.ndarray:
     """(N_test, n_classes) scores of `probe` trained on (train_x, train_y)."""
+    from threadpoolctl import threadpool_limits
+
     if probe not in PROBES:
         raise ValueError(f"unknown probe {probe!r}")
-    return PROBES[probe](train_x, train_y, test_x, n_classes, train_groups, seed)
+    # one BLAS thread: on probe-sized arrays OpenBLAS's threads only wait on each other (lbfgs 14-28x
+    # slower in CPU time with 2 threads on the 2-core VM, 700-2000 examples x 192-768 features)
+    with threadpool_limits(1, user_api="blas"):
+        return PROBES[probe](train_x, train_y, test_x, n_classes, train_groups, seed)
 
 
 def probe_metrics(train: FeatureSet, test: FeatureSet | None, task: str, probe: str, seed: int, folds: int) -> dict:

@@ -170,8 +170,8 @@ def test_fine_tuning_and_probes_learn_a_task_their_clips_carry(data, monkeypatch
     # clips whose colour is their label: the loop must pair each clip with its own label (through the
     # batch order, repeats, windows and crops) to get far above chance; a misaligned label would not
     monkeypatch.setattr(device_eval, "direction_clip", coloured_clip)
-    s = dataclasses.replace(TINY, finetune=("direction",), probe_evaluations=("direction",), finetune_steps=30,
-                            finetune_batch=8, repeated_aug=2, lr=0.1, direction_clips=(6, 4))
+    s = dataclasses.replace(TINY, finetune=("direction",), probe_evaluations=("direction",), finetune_steps=12,
+                            finetune_batch=4, repeated_aug=2, lr=0.1, direction_clips=(6, 4))
     rows = DeviceEvaluations(data, "micro", "cpu", s).evaluate(None, seed=1)
     top1 = {r["probe"]: r["top1"] for r in rows}
     assert top1["finetune"] >= 0.9 and top1["linear"] >= 0.9 and top1["knn"] >= 0.9, rows
