@@ -135,11 +135,16 @@ def device_data(tmp_path_factory) -> Path:
     return Path(write_device_data(tmp_path_factory.mktemp("devdata"), size=SIZE))
 
 
-def test_dry_run_writes_the_report_end_to_end(device_data, tmp_path):
-    """One seed keeps it near a minute on two cores: the device evaluations dominate (10 would double it)."""
+def test_dry_run_writes_the_report_end_to_end(device_data, tmp_path, monkeypatch):
+    """With no time left after seed 0, every later replicate is left out and named: the budget costs
+    replicates, never the report (and the device evaluations, the slow part on CPU, run 5 times, not 10)."""
+    from functools import partial
+
+    from eval import gpu_study
+    monkeypatch.setattr(gpu_study, "GpuProtocol", partial(gpu_study.GpuProtocol, budget_minutes=1e-6))
     out = tmp_path / "study"
     r = run_cli("compare", "--out", out, "--protocol", "gpu", "--dry-run", "--device", "cpu", "--data-dir", device_data,
-                "--seeds", "1")
+                "--seeds", "2")
     assert r.exit_code == 0, r.output
     top = [p.name for p in out.iterdir() if p.is_file()]
     assert sorted(top) == ["loss.png", "report.md", "report.png", "results.json"] and len(top) <= 8
@@ -155,6 +160,8 @@ def test_dry_run_writes_the_report_end_to_end(device_data, tmp_path):
     report = (out / "report.md").read_text()
     assert "| regime | seed | loss | best constant |" in report
     assert "Runs whose loss did not leave its best-constant level" in report
+    assert "Left out because they would not have fitted the budget: " + ", ".join(
+        f"{name} seed 1" for name in regimes) in report
     for name in regimes[1:]:
         run = out / "runs" / f"{name}-seed0"
         assert (run / "encoder.pt").is_file() and (run / "log.jsonl").is_file()
