@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import eval.device_eval as device_eval
-from eval.device_clips import crop_clips, frame_store, random_boxes, window_choices
+from eval.device_clips import crop_clips, frame_store, normalizer, random_boxes, window_choices
 from eval.device_data import (
     MANIFEST,
     device_data_size,
@@ -106,6 +106,12 @@ def test_crop_clips_matches_cv2_resize_of_the_box_and_flips_it():
             ref = ref[:, ::-1] if flip else ref
             got = out[c, :, t].permute(1, 2, 0).numpy()
             np.testing.assert_allclose(got, ref, atol=2e-3)          # the padding never leaks in
+
+
+def test_normalizer_is_trainings_normalize():
+    from training.targets import normalize
+    video = torch.rand(2, 3, 4, 8, 8)
+    torch.testing.assert_close(normalizer(torch.device("cpu"))(video), normalize(video))
 
 
 def test_random_boxes_follow_the_crop_rule():
