@@ -51,14 +51,16 @@ PLANS_PER_S_GUESS = 1_000                   # plans a core draws per second (64 
 
 # Declared before any pilot run; the pilot applies them to its measurements and writes what they pick.
 PILOT_RULES = {
-    "preset": "of CANDIDATE_PRESETS, those whose pilot throughput fits the study at MIN_CLIPS clips per run into "
-              "the time budget; of those, the one whose pilot-regime loss ends lowest against its best constant "
+    "preset": "of CANDIDATE_PRESETS at the data's size, those whose pilot throughput fits the study at MIN_CLIPS "
+              "clips per run into the time budget (with its pools at the pilot's planning rate and its evaluations "
+              "at the one the pilot timed); of those, the one whose pilot-regime loss ends lowest against its best constant "
               "(last 20% of its run); if none fits, the fastest",
     "clips_per_run": "the most clips per run, a multiple of the batch in [MIN_CLIPS, MAX_CLIPS], that the chosen "
                      "preset's measured throughput fits into the budget left after the projected pools and "
                      "evaluations; MIN_CLIPS (flagged) if even that does not fit",
-    "finetune_steps": "the smallest budget of the ladder at which scratch beats chance by more than 2 seed-std "
-                      "(ddof 1) on at least one fine-tuning evaluation; if none does, the largest (flagged)",
+    "finetune_steps": "climbing the ladder (GpuProtocol.ladder x the settings' steps), the first budget at which "
+                      "scratch beats chance by more than 2 seed-std (ddof 1) on at least one fine-tuning evaluation; "
+                      "if none does before the ladder or the time budget ends, the last one tried (flagged)",
 }
 
 
@@ -383,15 +385,18 @@ def fitted_clips(rate: float, seconds_left: float, runs: int, batch: int) -> tup
 
 def run_pilot(out: str | Path, protocol: GpuProtocol, device: str = "cuda", data_dir: str | None = None,
               workers: int | None = None, progress: bool = True) -> Path:
-    """Scratch and the pilot regime only: each candidate preset at the data's size pretrained on the pilot
-    regime (seed 0, PILOT_CLIPS_SHARE of the run's clips), and each through the fine-tuning ladder
-    (scratch seeds 0..seeds-1, the pilot run); applies PILOT_RULES; writes pilot.md, pilot.json, loss.png."""
+    """Scratch and the pilot regime only. Each candidate preset at the data's size pretrains the pilot
+    regime (seed 0, PILOT_CLIPS_SHARE of a run's clips) and times one evaluation (scratch, seed 0); the
+    picked preset then climbs the fine-tuning ladder (scratch seeds 0..seeds-1 and the pilot run at each
+    budget) until scratch leaves chance, or the ladder or the time budget ends. Applies PILOT_RULES;
+    writes pilot.md, pilot.json, loss.png."""
     from training.models import student_config
 
     from .device_data import device_data_size
     from .device_eval import DeviceEvaluations
 
     out, t0 = Path(out), time.time()
+    deadline = t0 + protocol.budget_minutes * 60
     out.mkdir(parents=True, exist_ok=True)
     protocol = protocol.validate()
     data = prepare_data(out, data_dir, protocol.data_size, progress)
@@ -401,8 +406,7 @@ def run_pilot(out: str | Path, protocol: GpuProtocol, device: str = "cuda", data
         raise UserError(f"the data in {data} holds {device_data_size(data)} px clips; the GPU study's preset "
                         f"{protocol.preset!r} takes {student_config(protocol.preset).size} px")
     workers = default_workers() if workers is None else workers
-    study_runs = (len([r for r in protocol.regimes if r != SCRATCH])) * protocol.seeds
-    measured, runs, pilots = {}, {}, {}
+    measured, runs, pilots, evaluations = {}, {}, {}, {}
     for preset in candidates:
         p = replace(protocol, preset=preset,
                     clips_per_run=max(protocol.batch_size, int(protocol.clips_per_run * PILOT_CLIPS_SHARE)))
@@ -410,43 +414,49 @@ def run_pilot(out: str | Path, protocol: GpuProtocol, device: str = "cuda", data
         r = pretrain_run(pilot, p, 0, drawn["pools"][PILOT, 0], data, device, out / "pilot" / f"{preset}-{PILOT}-seed0",
                          progress)
         check = loss_check({(f"{PILOT} ({preset})", 0): r["run"]})[0]
-        measured[preset] = {"clips_per_s": r["clips_per_s"], "ratio": check["loss"] / check["constant"],
-                            "loss_check": check, "plans_per_s": drawn["plans"] / max(drawn["seconds"], 1e-9),
-                            "run": str(r["run"])}
-        runs[f"{PILOT} ({preset})", 0], pilots[preset] = r["run"], p
-    # the ladder, on each candidate's pilot weights and scratch: also measures the evaluation time per call
-    budget_s = protocol.budget_minutes * 60
-    base_steps = getattr(protocol.evaluation, FINETUNE_STEPS)
-    ladder, fits, eval_s = [], {}, {}
-    for preset in candidates:
-        evaluations = DeviceEvaluations(data, preset, device, protocol.evaluation)
-        for share in protocol.ladder:
-            steps = max(1, round(base_steps * share))
-            settings = replace(protocol.evaluation, **{FINETUNE_STEPS: steps})
-            calls = {(SCRATCH, s): None for s in range(protocol.seeds)} | {(PILOT, 0): measured[preset]["run"]}
-            rows, seconds = evaluate_all(evaluations, calls, pilots[preset], progress, settings)
-            ladder.append({"preset": preset, "finetune_steps": steps, "rows": rows,
-                           "scratch_above_chance": scratch_above_chance(rows),
-                           "seconds_per_call": seconds / len(calls)})
-            eval_s[preset, steps] = seconds / len(calls)
-        # does the study fit at MIN_CLIPS with this preset (evaluation at the ladder's middle budget)?
-        calls = len(protocol.regimes) * protocol.seeds
-        pools_s = study_runs * protocol.pool_size / (measured[preset]["plans_per_s"] or PLANS_PER_S_GUESS)
-        mid = max(1, round(base_steps * protocol.ladder[len(protocol.ladder) // 2]))
-        left = budget_s - pools_s - calls * eval_s[preset, mid]
-        fits[preset] = fitted_clips(measured[preset]["clips_per_s"], left, study_runs, protocol.batch_size)[1]
-    preset = pick_preset(measured, fits)
-    chosen = [step for step in ladder if step["preset"] == preset]
-    qualified = [step for step in chosen if step["scratch_above_chance"]]
-    finetune_steps = (qualified[0] if qualified else chosen[-1])["finetune_steps"]
-    calls = len(protocol.regimes) * protocol.seeds
-    pools_s = study_runs * protocol.pool_size / (measured[preset]["plans_per_s"] or PLANS_PER_S_GUESS)
-    left = budget_s - pools_s - calls * eval_s[preset, finetune_steps]
-    clips, fits_min = fitted_clips(measured[preset]["clips_per_s"], left, study_runs, protocol.batch_size)
-    picked = {"preset": preset, "clips_per_run": clips, FINETUNE_STEPS: finetune_steps}
-    flags = {"finetune_budget_qualified": bool(qualified), "min_clips_fit": fits_min}
+        evaluations[preset] = DeviceEvaluations(data, preset, device, protocol.evaluation)
+        _, evaluation_s = evaluate_all(evaluations[preset], {(SCRATCH, 0): None}, p, progress)
+        m = {"clips_per_s": r["clips_per_s"], "ratio": check["loss"] / check["constant"], "loss_check": check,
+             "plans_per_s": drawn["plans"] / max(drawn["seconds"], 1e-9), "evaluation_s": evaluation_s,
+             "run": str(r["run"])}
+        m["fits"] = fitted_clips(m["clips_per_s"], study_seconds_left(protocol, m, evaluation_s), study_runs(protocol),
+                                 protocol.batch_size)[1]
+        measured[preset], pilots[preset], runs[f"{PILOT} ({preset})", 0] = m, p, r["run"]
+    preset = pick_preset(measured, {name: m["fits"] for name, m in measured.items()})
+    base_steps, ladder, cut = getattr(protocol.evaluation, FINETUNE_STEPS), [], False
+    calls = {(SCRATCH, s): None for s in range(protocol.seeds)} | {(PILOT, 0): measured[preset]["run"]}
+    for share in protocol.ladder:
+        steps = max(1, round(base_steps * share))
+        need = len(calls) * measured[preset]["evaluation_s"] * max(1.0, share)    # fine-tuning grows with the steps
+        if ladder and time.time() + need > deadline:
+            cut = True
+            break
+        settings = replace(protocol.evaluation, **{FINETUNE_STEPS: steps})
+        rows, seconds = evaluate_all(evaluations[preset], calls, pilots[preset], progress, settings)
+        ladder.append({"preset": preset, "finetune_steps": steps, "rows": rows,
+                       "scratch_above_chance": scratch_above_chance(rows), "seconds_per_call": seconds / len(calls)})
+        if ladder[-1]["scratch_above_chance"]:
+            break
+    last = ladder[-1]
+    left = study_seconds_left(protocol, measured[preset], last["seconds_per_call"])
+    clips, fits_min = fitted_clips(measured[preset]["clips_per_s"], left, study_runs(protocol), protocol.batch_size)
+    picked = {"preset": preset, "clips_per_run": clips, FINETUNE_STEPS: last["finetune_steps"]}
+    flags = {"finetune_budget_qualified": bool(last["scratch_above_chance"]), "ladder_cut_by_time": cut,
+             "min_clips_fit": fits_min}
     write_pilot(out, protocol, measured, ladder, picked, flags, runs, device_name(device), (time.time() - t0) / 60)
     return out
+
+
+def study_runs(protocol: GpuProtocol) -> int:
+    """The study's pretraining runs: its regimes but scratch, x seeds."""
+    return len([r for r in protocol.regimes if r != SCRATCH]) * protocol.seeds
+
+
+def study_seconds_left(protocol: GpuProtocol, measured: dict, evaluation_s: float) -> float:
+    """Of the study's budget, the seconds left for pretraining once its pools (at the pilot's planning
+    rate) and its evaluations (evaluation_s each) are paid."""
+    pools_s = study_runs(protocol) * protocol.pool_size / (measured["plans_per_s"] or PLANS_PER_S_GUESS)
+    return protocol.budget_minutes * 60 - pools_s - len(protocol.regimes) * protocol.seeds * evaluation_s
 
 
 def write_pilot(out: Path, protocol: GpuProtocol, measured: dict, ladder: list[dict], picked: dict, flags: dict,
@@ -461,9 +471,10 @@ def write_pilot(out: Path, protocol: GpuProtocol, measured: dict, ladder: list[d
              "Rules, declared in eval/gpu_study.py before any run:", "",
              *[f"- **{k}**: {v}" for k, v in PILOT_RULES.items()], "",
              "## Pretraining candidates (the pilot regime, seed 0)", "",
-             "| preset | clips/s | loss / best constant | plans/s |", "|---|---:|---:|---:|",
-             *[f"| {p} | {m['clips_per_s']:,.0f} | {m['ratio']:.3f} | {m['plans_per_s']:,.0f} |"
-               for p, m in measured.items()],
+             "| preset | clips/s | loss / best constant | plans/s | one evaluation (s) | study fits at 5x10^6 |",
+             "|---|---:|---:|---:|---:|---|",
+             *[f"| {p} | {m['clips_per_s']:,.0f} | {m['ratio']:.3f} | {m['plans_per_s']:,.0f} | "
+               f"{m['evaluation_s']:.1f} | {'yes' if m['fits'] else 'no'} |" for p, m in measured.items()],
              "", "## Fine-tuning ladder (top-1 %, mean ± std over seeds; scratch: seeds 0..n-1, the pilot run: seed 0)", ""]
     for step in ladder:     # the fine-tuning columns (pilot.json holds the probes' rows too)
         cells = aggregate(step["rows"])
@@ -476,7 +487,8 @@ def write_pilot(out: Path, protocol: GpuProtocol, measured: dict, ladder: list[d
     lines += ["", "## Picked (write these into GpuProtocol's defaults)", "",
               *[f"- {k}: {v}" for k, v in picked.items()],
               *([] if flags["finetune_budget_qualified"] else
-                ["- FLAG: no fine-tuning budget of the ladder got scratch above chance; the largest was taken."]),
+                ["- FLAG: no fine-tuning budget tried got scratch above chance; the last one tried was taken"
+                 + (" (the ladder was cut by the time budget)." if flags["ladder_cut_by_time"] else ".")]),
               *([] if flags["min_clips_fit"] else
                 [f"- FLAG: even {MIN_CLIPS:,} clips per run do not fit the time budget at the measured throughput."]),
               "", "![loss](loss.png)", ""]

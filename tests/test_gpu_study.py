@@ -172,10 +172,10 @@ class LadderEvaluations:
     from 4 fine-tuning steps on (a little seed noise), nothing else does."""
 
     def __init__(self, root, preset, device, settings):
-        self.preset = preset
+        self.preset, self.settings = preset, settings
 
     def evaluate(self, weights, seed, settings=None):
-        above = weights is None and settings.finetune_steps >= 4
+        above = weights is None and (settings or self.settings).finetune_steps >= 4
         return [{"task": "speed", "probe": "finetune", "seed": seed, "top1": 1 / 3 + (0.3 + 0.01 * seed) * above,
                  "chance": 1 / 3},
                 {"task": "speed", "probe": "linear", "seed": seed, "top1": 0.4, "chance": 1 / 3}]
@@ -190,6 +190,7 @@ def test_pilot_applies_its_rules_and_writes_its_picks(device_data, tmp_path, mon
     out = run_pilot(tmp_path / "pilot", protocol, "cpu", str(device_data), workers=0, progress=False)
     pilot = json.loads((out / "pilot.json").read_text())
     assert pilot["picked"][FINETUNE_STEPS] == 4 and pilot["flags"]["finetune_budget_qualified"]
+    assert [step["finetune_steps"] for step in pilot["ladder"]] == [2, 4]          # climbed no further than needed
     assert set(pilot["measured"]) == {"micro8", "micro"} and pilot["picked"]["preset"] in pilot["measured"]
     assert pilot["picked"]["clips_per_run"] == MIN_CLIPS                         # CPU throughput: nothing fits
     assert not pilot["flags"]["min_clips_fit"]
