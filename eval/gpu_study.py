@@ -47,14 +47,14 @@ MIN_CLIPS, MAX_CLIPS = 5_000_000, 10_000_000   # clip presentations per run: the
 PILOT_CLIPS_SHARE = 0.2                     # a pilot pretraining run sees this share of clips_per_run
 FINETUNE_LADDER = (0.5, 1.0, 2.0, 4.0)      # the pilot's fine-tuning budgets (GpuProtocol.ladder) x the settings' steps
 FINETUNE_STEPS = "finetune_steps"           # DeviceEvalSettings' field of fine-tuning steps
-PLANS_PER_S_GUESS = 1_000                   # plans a core draws per second (64 px; measured on CPU), for projections
+PLANS_PER_S_GUESS = 1_000                   # plans/s for projections where the pilot measured none (one CPU core's)
 
 # Declared before any pilot run; the pilot applies them to its measurements and writes what they pick.
 PILOT_RULES = {
     "preset": "of CANDIDATE_PRESETS at the data's size, those whose pilot throughput fits the study at MIN_CLIPS "
               "clips per run into the time budget (with its pools at the pilot's planning rate and its evaluations "
-              "at the one the pilot timed); of those, the one whose pilot-regime loss ends lowest against its best constant "
-              "(last 20% of its run); if none fits, the fastest",
+              "at the one the pilot timed); of those, the one whose pilot-regime loss ends lowest against its best "
+              "constant (last 20% of its run); if none fits, the fastest",
     "clips_per_run": "the most clips per run, a multiple of the batch in [MIN_CLIPS, MAX_CLIPS], that the chosen "
                      "preset's measured throughput fits into the budget left after the projected pools and "
                      "evaluations; MIN_CLIPS (flagged) if even that does not fit",
@@ -94,10 +94,10 @@ class GpuProtocol:
 
     def validate(self) -> GpuProtocol:
         from training.config import DEFAULT_BASE_LR
-        known = {SCRATCH, "static", PILOT, "moving-noise", "natural", "natural+objects"}
+        known = [r.name for r in regimes(Path("."))]           # eval.study's regimes (their names only)
         bad = [r for r in self.regimes if r not in known]
         if bad:
-            raise UserError(f"GPU study regime {bad[0]!r} is not one of {', '.join(sorted(known))}")
+            raise UserError(f"GPU study regime {bad[0]!r} is not one of {', '.join(known)}")
         if self.preset not in DEFAULT_BASE_LR:
             raise UserError(f"GPU study preset {self.preset!r} is not one of {', '.join(DEFAULT_BASE_LR)}")
         for name in ("clips_per_run", "batch_size", "pool_size", "seeds", "log_every"):
