@@ -17,6 +17,7 @@ import argparse
 import importlib.metadata
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -33,8 +34,10 @@ PYAV = "av"
 DEVICE_PYTHON = "3.12"
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
              "manylinux1_x86_64")
-# modules the device run imports; PyAV travels when one of them needs it
-DEVICE_MODULES = ("training.trainer", "eval.gpu_study", "eval.device_eval", "eval.device_data")
+# modules the device run imports (`compare --protocol gpu` and its study, bench_device's pretraining); PyAV
+# travels when one of them needs it
+DEVICE_MODULES = ("smile_synth.app.cli", "eval.compare", "eval.gpu_study", "eval.device_eval", "eval.device_data",
+                  "training.trainer")
 # the device image's Python packages, as the device notes list them (read on such a machine, 2026-11-17)
 DEVICE_PACKAGES = frozenset("""
 absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs botorch build certifi
@@ -167,6 +170,7 @@ def mib(n: int) -> str:
 # ---- the steps --------------------------------------------------------------------------------
 
 def step_wheels() -> None:
+    shutil.rmtree(WHEELS, ignore_errors=True)       # from scratch: an old version or an unneeded PyAV would travel too
     download(list(CARRIED), WHEELS)
     wheels = check_wheels(WHEELS)
     print("carried wheels: " + ", ".join(f"{w.name} ({mib(w.stat().st_size)})" for w in wheels))
