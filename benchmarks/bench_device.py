@@ -41,9 +41,9 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench_finetune import cpu_model   # benchmarks/ is sys.path[0] when run as a script
-from bench_train import PEAK_TFLOPS
+from bench_train import PEAK_TFLOPS   # benchmarks/ is sys.path[0] when run as a script
 
+from eval.gpu_study import cpu_model, device_name
 from generators.torch_render import plan_batch, rasterise
 from smile_synth.atomic import replacing, write_json_atomic
 from smile_synth.errors import one_line
@@ -109,10 +109,6 @@ def median_seconds(fn, repeats: int, device: torch.device) -> float:
         synchronize(device)
         times.append(time.perf_counter() - t)
     return statistics.median(times)
-
-
-def device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({cpu_model()})"
 
 
 def peak_tflops(device: torch.device) -> tuple[str, float] | None:
