@@ -75,7 +75,7 @@ run_step() {
   shift 2
   ((limit > $(left) - 5)) && limit=$(($(left) - 5))
   if ((limit < 10)); then
-    echo "== $name: not run (${limit}s left of BUDGET_S=$BUDGET_S)"
+    echo "== $name: not run ($(left)s left of BUDGET_S=$BUDGET_S)"
     SUMMARY+=("$name: not run (out of time)")
     return
   fi
@@ -130,32 +130,33 @@ EOF
 }
 
 main() {
-echo "device_study ($MODE) $(date -u +%FT%TZ) in $REPO; output to $OUT; budget ${BUDGET_S}s"
-if [[ $MODE == device ]] && ! "$PY" -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
-  echo "Error: no CUDA device here; on a machine without one run: bash benchmarks/device_study.sh --dry-run"
-  return 1
-fi
-run_step setup 120 setup
+  echo "device_study ($MODE) $(date -u +%FT%TZ) in $REPO; output to $OUT; budget ${BUDGET_S}s"
+  if [[ $MODE == device ]] && ! "$PY" -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
+    echo "Error: no CUDA device here; on a machine without one run: bash benchmarks/device_study.sh --dry-run"
+    return 1
+  fi
+  run_step setup 120 setup
 
-if ((STUDY)); then
-  DATA=()
-  [[ -d .devdata ]] && DATA=(--data-dir .devdata)
-  run_step study $(($(left) - 20)) "$PY" -m smile_synth compare --protocol gpu --device "$DEVICE" --out "$WORK/study" \
-    "${SEEDS[@]}" "${DATA[@]}" "${PILOT[@]}" "${DRY[@]}"
-  collect "$WORK/study"
-fi
+  if ((STUDY)); then
+    DATA=()
+    [[ -d .devdata ]] && DATA=(--data-dir .devdata)
+    run_step study $(($(left) - 20)) "$PY" -m smile_synth compare --protocol gpu --device "$DEVICE" \
+      --out "$WORK/study" "${SEEDS[@]}" "${DATA[@]}" "${PILOT[@]}" "${DRY[@]}"
+    collect "$WORK/study"
+  fi
 
-mapfile -t GPU_TESTS < <(grep -lE 'mark\.gpu' tests/test_*.py)
-run_step tests 120 "$PY" -m pytest -m gpu -q -p no:cacheprovider "${GPU_TESTS[@]}"
+  mapfile -t GPU_TESTS < <(grep -lE 'mark\.gpu' tests/test_*.py)
+  run_step tests 120 "$PY" -m pytest -m gpu -q -p no:cacheprovider "${GPU_TESTS[@]}"
 
-run_step bench "$BUDGET_S" "$PY" benchmarks/bench_device.py --out "$WORK/bench" --device "$DEVICE" \
-  --budget-s $(($(left) - 40)) "${DRY[@]}"
-collect "$WORK/bench"
+  local rows_until=$(($(left) - 40))        # the table starts no row after this; its last row needs the rest
+  run_step bench "$BUDGET_S" "$PY" benchmarks/bench_device.py --out "$WORK/bench" --device "$DEVICE" \
+    --budget-s $((rows_until > 0 ? rows_until : 0)) "${DRY[@]}"
+  collect "$WORK/bench"
 
-echo "== summary ($(($(date +%s) - START))s of BUDGET_S=$BUDGET_S)"
-printf '  %s\n' "${SUMMARY[@]}"
-echo "  files in $OUT: $(cd "$OUT" && echo *)"
-((${#FAILED[@]} == 0))
+  echo "== summary ($(($(date +%s) - START))s of BUDGET_S=$BUDGET_S)"
+  printf '  %s\n' "${SUMMARY[@]}"
+  echo "  files in $OUT: $(cd "$OUT" && echo *)"
+  ((${#FAILED[@]} == 0))
 }
 
 export PYTHONPATH="$SITE:$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1

@@ -51,6 +51,17 @@ def test_the_dry_run_finishes_with_the_report_and_the_table_in_at_most_8_files(t
     assert "| ok |" in (out / "bench.md").read_text()
 
 
+def test_steps_past_the_budget_are_reported_not_run(tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "BUDGET_S": "20"}
+    done = subprocess.run(["bash", "benchmarks/device_study.sh", "--dry-run", "--skip-study"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "setup: ok in" in done.stdout and "  study:" not in done.stdout
+    assert "tests: not run (out of time)" in done.stdout and "bench: not run (out of time)" in done.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["device_study.log"]
+
+
 def test_an_unknown_option_is_one_line_and_runs_nothing(tmp_path):
     done = subprocess.run(["bash", "benchmarks/device_study.sh", "--bogus"], cwd=REPO, capture_output=True,
                           text=True, timeout=30, env={**os.environ, "OUT": str(tmp_path / "out")})
