@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_user_error, recipe, run_cli
+from conftest import assert_user_error, recipe, run_cli, run_python
 from generators.torch_render import render_batch
 from training import device_pool
 from training.device_pool import NaturalBatches, PoolBatches, PoolSpec, crop_grids, draw_pools, window_starts
@@ -127,6 +127,30 @@ def test_gpu_options_need_the_gpu_protocol(tmp_path):
 def test_cuda_without_cuda_is_one_line(tmp_path):
     assert_user_error(run_cli("compare", "--out", tmp_path, "--protocol", "gpu", "--device", "cuda"),
                       "--device cuda", "no CUDA device")
+
+
+def test_the_device_path_needs_no_pyav(tmp_path):
+    """The device has no PyAV: the CLI, the config check and a pool-fed pretraining run must not import it."""
+    code = f"""
+import sys
+sys.modules["av"] = None
+from smile_synth.app import cli
+from eval.compare import CompareConfig
+from eval import gpu_study, device_eval
+from generators import get_recipe
+from training.config import PretrainConfig
+from training.device_pool import PoolBatches, PoolSpec, draw_pools
+from training.trainer import pretrain_on
+CompareConfig(protocol="gpu", device="cpu").validate()
+(pool,) = draw_pools([PoolSpec(get_recipe("black+objects"), 0, 8, 8, 64)], 0)
+cfg = PretrainConfig(source="synthetic", recipe="black+objects", preset="micro8", target="hog", steps=2, batch_size=2,
+                     workers=0, progress=False, out={str(tmp_path / "run")!r}).validate()
+pretrain_on(cfg, "cpu", lambda s, start: PoolBatches(pool.to("cpu"), 2, s.tubelet, s.patch, 0, start))
+print("no av:", not any(m == "av" or m.startswith("av.") for m in sys.modules if sys.modules[m] is not None))
+"""
+    r = run_python(code)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "no av: True" in r.stdout and (tmp_path / "run" / "encoder.pt").is_file()
 
 
 @pytest.fixture(scope="module")

@@ -83,8 +83,10 @@ def _pretrain(cfg: PretrainConfig, d: Dist, batches: BatchesFor | None = None) -
     target, s = build_target_and_student(cfg, d.device)     # a teacher that cannot load fails before data work
     check_fits_in_memory(f"one step's batch of {cfg.batch_size} clips of {s.frames} frames x {s.size} px",
                          cfg.batch_size * 3 * s.frames * s.size ** 2 * 4, "lower --batch-size, --frames or --size")
-    from .data import build_source   # the file readers (PyAV): only for runs that read their own clips
-    source = build_source(cfg, s) if batches is None else None    # given batches: cfg.steps is set
+    source = None                    # given batches: cfg.steps is set, and no file reader (PyAV) is loaded
+    if batches is None:
+        from .data import build_source
+        source = build_source(cfg, s)
     steps = total_steps(cfg, source, d.world)
     model = build_model(cfg, s, d.device)
     lr = peak_lr(cfg, d.world)
