@@ -72,7 +72,9 @@ def default_evaluation():
 @dataclass(frozen=True)
 class GpuProtocol:
     """Everything the GPU study fixes. preset, clips_per_run and the evaluation's fine-tuning steps are
-    the pilot's picks (PILOT_RULES); the rest was fixed with the protocol."""
+    the pilot's picks (PILOT_RULES): until a pilot has run on the device, they are the values it starts
+    from (the issue's floor of clips, eval.device_eval's fine-tuning budget); the rest was fixed with the
+    protocol."""
     preset: str = "micro8"
     target: str = "hog"
     clips_per_run: int = MIN_CLIPS
@@ -86,7 +88,6 @@ class GpuProtocol:
     budget_minutes: float = 8.5                  # the whole study, evaluation included (the device call: 9 of its 10)
     log_every: int = 50                          # steps per log.jsonl window
     ladder: tuple[float, ...] = FINETUNE_LADDER  # the pilot's fine-tuning budgets, x the evaluation's steps
-    data_size: int = 64                          # px of the prepared data (eval.device_data)
 
     @property
     def steps(self) -> int:
@@ -127,13 +128,16 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def prepare_data(out: Path, data_dir: str | None, size: int, progress: bool) -> Path:
-    """The prepared data folder: data_dir, or eval.device_data's written into OUT/data (needs PyAV)."""
+def prepare_data(out: Path, data_dir: str | None, preset: str, progress: bool) -> Path:
+    """The prepared data folder: data_dir, or eval.device_data's written into OUT/data at the preset's
+    size (needs PyAV)."""
+    from training.models import student_config
+
     from .device_data import write_device_data
     if data_dir is not None:
         return Path(data_dir)
     t = time.perf_counter()
-    root = write_device_data(out / "data", size=size)
+    root = write_device_data(out / "data", size=student_config(preset).size)
     echo(progress, f"data: prepared {root} in {time.perf_counter() - t:.0f}s")
     return Path(root)
 
@@ -264,7 +268,7 @@ def run_gpu_study(out: str | Path, protocol: GpuProtocol, device: str = "cuda", 
     deadline = t0 + protocol.budget_minutes * 60
     out.mkdir(parents=True, exist_ok=True)
     protocol = protocol.validate()
-    data = prepare_data(out, data_dir, protocol.data_size, progress)
+    data = prepare_data(out, data_dir, protocol.preset, progress)
     plan = study_regimes(protocol, data)
     drawn = draw_run_pools(plan, protocol, protocol.seeds, default_workers() if workers is None else workers, progress)
     t = time.perf_counter()
@@ -399,7 +403,7 @@ def run_pilot(out: str | Path, protocol: GpuProtocol, device: str = "cuda", data
     deadline = t0 + protocol.budget_minutes * 60
     out.mkdir(parents=True, exist_ok=True)
     protocol = protocol.validate()
-    data = prepare_data(out, data_dir, protocol.data_size, progress)
+    data = prepare_data(out, data_dir, protocol.preset, progress)
     pilot = next(r for r in regimes(data) if r.name == PILOT)
     candidates = [p for p in CANDIDATE_PRESETS if student_config(p).size == device_data_size(data)]
     if protocol.preset not in candidates:
