@@ -325,7 +325,7 @@ def write_gpu_report(out: Path, rows: list[dict], plan: list[Regime], runs: dict
                      "recipe": (info[n]["settings"] or {}).get("recipe"), "data": "the prepared natural clips",
                      "overlay": (info[n]["settings"] or {}).get("overlay"),
                      "steps": 0 if n == SCRATCH else protocol.steps, "clips_seen": 0 if n == SCRATCH else clips,
-                     "replicates": protocol.seeds} for n in names}
+                     "replicates": sum(name == n for name, _ in runs)} for n in names}
     write_json_atomic(out / "results.json", {
         "rows": rows, "protocol": asdict(protocol), "seeds": protocol.seeds, "regimes": info, "losses": losses,
         "loss_check": checks, "findings": shows, "clips_per_s": rates, "device": device, **timing})
