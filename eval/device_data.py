@@ -1,7 +1,8 @@
 """The embedded scenes, decoded once here, for a machine without PyAV (the GPU study's `.devdata`).
 
 `write_device_data(ROOT, size)` (needs PyAV and the `scenes` extra) prepares the embedded scenes
-(eval/embedded.py) and stores their frames, decoded as the CPU study decodes them, as compressed numpy:
+(eval/embedded.py) and stores their frames, decoded as the CPU study decodes them, as numpy arrays in
+bzip2-compressed npz files (np.load reads them, without pickle):
 
 - ROOT/natural.npz: the scenes' natural-pretraining parts, uint8 (T, size, size, 3) each: short side
   shrunk to `size` (cv2.INTER_AREA), centre square.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +36,7 @@ from .splits import source_group
 MANIFEST = "device_data.json"
 SCENES = "scenes.npz"
 NATURAL = "natural.npz"
-LAYOUT = 1                      # manifest version
+LAYOUT = 2                      # manifest version (2: bzip2-compressed npz)
 PREPARE = "bash benchmarks/device_study.sh --prepare"    # the documented command that writes it
 
 
@@ -101,12 +103,21 @@ def _write(root: Path, size: int, settings: dict, embedded: Path) -> Path:
             scenes[f"train_{k}"], scenes[f"test_{k}"] = frames(path, settings["train_short_side"]), square
             names["eval"].append(seg.name)
     for name, arrays in ((NATURAL, natural), (SCENES, scenes)):
-        with replacing(root / name) as tmp, open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
+        save_npz_bz2(root / name, arrays)
     write_json_atomic(root / MANIFEST, {"settings": settings, "natural": names["natural"], "scenes": names["eval"],
                                         "natural_frames": sum(len(a) for a in natural.values()),
                                         "scene_frames": sum(len(a) for k, a in scenes.items() if k.startswith("test_"))})
     return root
+
+
+def save_npz_bz2(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """np.savez_compressed's layout (one NAME.npy member per array, read back by np.load) compressed with
+    bzip2 instead of deflate: the 64 px data takes 17 MiB instead of 23 (what travels to the device is
+    limited to 64 MiB; LZMA saves 0.7 MiB more but writes 6x slower). Written atomically."""
+    with replacing(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_BZIP2) as zf:
+        for name, a in arrays.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.ascontiguousarray(a), allow_pickle=False)
 
 
 def folder_bytes(root: str | Path) -> int:
@@ -145,7 +156,7 @@ def _arrays(root: Path, name: str, keys: list[str], size: int) -> dict[str, np.n
     try:
         with np.load(path, allow_pickle=False) as z:
             out = {k: z[k] for k in keys}
-    except (OSError, ValueError, KeyError, EOFError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:   # cut short, damaged
         raise UserError(f"{path} cannot be read ({type(e).__name__}); write it again with `{PREPARE}`") from None
     for k, a in out.items():
         if a.dtype != np.uint8 or a.ndim != 4 or a.shape[3] != 3 or min(a.shape[1:3]) < size or len(a) == 0:

@@ -64,9 +64,10 @@ def test_device_data_is_skipped_when_written_and_refused_when_missing(data, tmp_
     with pytest.raises(UserError, match="has no device data.*device_study.sh --prepare"):
         load_eval_scenes(tmp_path)
     (tmp_path / MANIFEST).write_text(json.dumps(read_device_manifest(data)))
-    (tmp_path / "scenes.npz").write_bytes(b"not a zip")
-    with pytest.raises(UserError, match="scenes.npz cannot be read"):
-        load_eval_scenes(tmp_path)
+    for damaged in (b"not a zip", (data / "scenes.npz").read_bytes()[:100_000]):     # garbage; cut short
+        (tmp_path / "scenes.npz").write_bytes(damaged)
+        with pytest.raises(UserError, match="scenes.npz cannot be read"):
+            load_eval_scenes(tmp_path)
 
 
 def test_loading_needs_no_pyav(data):
