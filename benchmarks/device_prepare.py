@@ -34,10 +34,10 @@ PYAV = "av"
 DEVICE_PYTHON = "3.12"
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
              "manylinux1_x86_64")
-# modules the device run imports (`compare --protocol gpu` and its study, bench_device's pretraining); PyAV
-# travels when one of them needs it
+# modules the device run imports (`compare --protocol gpu` and its study; bench_device, whose data_wait rows
+# run `pretrain`, whose data path is training.data); PyAV travels when one of them needs it
 DEVICE_MODULES = ("smile_synth.app.cli", "eval.compare", "eval.gpu_study", "eval.device_eval", "eval.device_data",
-                  "training.trainer")
+                  "training.trainer", "training.data")
 # the device image's Python packages, as the device notes list them (read on such a machine, 2026-11-17)
 DEVICE_PACKAGES = frozenset("""
 absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs botorch build certifi
@@ -63,8 +63,8 @@ typer typing-extensions typing-inspect urllib3 uvloop wadler-lindig werkzeug whe
 zipp
 """.split())
 # how the device's requirement markers evaluate (Python 3.12 on x86-64 Linux, no extras)
-DEVICE_MARKERS = {"python_version": DEVICE_PYTHON, "python_full_version": f"{DEVICE_PYTHON}.3", "sys_platform": "linux",
-                  "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
+DEVICE_MARKERS = {"python_version": DEVICE_PYTHON, "python_full_version": f"{DEVICE_PYTHON}.3",
+                  "sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
                   "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
 
 
@@ -81,7 +81,7 @@ def download(names: list[str], folder: Path) -> None:
             pins.append(f"{name}=={importlib.metadata.version(name)}")
         except importlib.metadata.PackageNotFoundError:
             raise UserError(f"{name} is not installed here: install the project with its extras "
-                               '(pip install -e ".[test,hf,scenes]") and run --prepare again') from None
+                            '(pip install -e ".[test,hf,scenes]") and run --prepare again') from None
     folder.mkdir(exist_ok=True)
     cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version",
            DEVICE_PYTHON, "--implementation", "cp", *(a for p in PLATFORMS for a in ("--platform", p)), "-d",
@@ -181,7 +181,9 @@ def step_data() -> None:
         raise UserError("eval/device_data.py is not in this tree yet: .devdata cannot be written")
     from eval.device_data import write_device_data
     from eval.gpu_study import GpuProtocol
-    root = write_device_data(DEVDATA, size=GpuProtocol.data_size)        # the size the study reads
+    from training.models import student_config
+    # the size the study reads: its preset's, as eval.gpu_study.prepare_data writes it
+    root = write_device_data(DEVDATA, size=student_config(GpuProtocol.preset).size)
     print(f".devdata: {root} ({mib(size_of(Path(root).rglob('*')))})")
 
 

@@ -28,7 +28,10 @@ cd "$(dirname "$0")/.." || exit 1
 REPO=$(pwd)
 PY=${PYTHON:-python3}
 BUDGET_S=${BUDGET_S:-585}
-[[ $BUDGET_S =~ ^[0-9]+$ ]] || { echo "Error: BUDGET_S=$BUDGET_S is not a whole number of seconds; e.g. BUDGET_S=585" >&2; exit 2; }
+if [[ ! $BUDGET_S =~ ^[0-9]+$ ]]; then
+  echo "Error: BUDGET_S=$BUDGET_S is not a whole number of seconds; e.g. BUDGET_S=585" >&2
+  exit 2
+fi
 MODE=device PILOT=() STUDY=1
 for arg in "$@"; do
   case $arg in

@@ -53,12 +53,12 @@ def test_the_dry_run_finishes_with_the_report_and_the_table_in_at_most_8_files(t
 
 def test_steps_past_the_budget_are_reported_not_run(tmp_path):
     out = tmp_path / "out"
-    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "BUDGET_S": "20"}
-    done = subprocess.run(["bash", "benchmarks/device_study.sh", "--dry-run", "--skip-study"], cwd=REPO, env=env,
+    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "BUDGET_S": "5"}   # under any step's 10 s
+    done = subprocess.run(["bash", "benchmarks/device_study.sh", "--dry-run"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-3000:]
-    assert "setup: ok in" in done.stdout and "  study:" not in done.stdout
-    assert "tests: not run (out of time)" in done.stdout and "bench: not run (out of time)" in done.stdout
+    for step in ("setup", "study", "tests", "bench"):
+        assert f"  {step}: not run (out of time)" in done.stdout, step
     assert sorted(p.name for p in out.iterdir()) == ["device_study.log"]
 
 
