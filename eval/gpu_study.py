@@ -410,11 +410,13 @@ def run_pilot(out: str | Path, protocol: GpuProtocol, device: str = "cuda", data
         raise UserError(f"the data in {data} holds {device_data_size(data)} px clips; the GPU study's preset "
                         f"{protocol.preset!r} takes {student_config(protocol.preset).size} px")
     workers = default_workers() if workers is None else workers
-    measured, runs, pilots, evaluations = {}, {}, {}, {}
+    pilots = {preset: replace(protocol, preset=preset, clips_per_run=max(
+        protocol.batch_size, int(protocol.clips_per_run * PILOT_CLIPS_SHARE))) for preset in candidates}
+    # every pool before any device work: the planning workers are forked from a process without CUDA
+    pools = {preset: draw_run_pools([pilot], pilots[preset], 1, workers, progress) for preset in candidates}
+    measured, runs, evaluations = {}, {}, {}
     for preset in candidates:
-        p = replace(protocol, preset=preset,
-                    clips_per_run=max(protocol.batch_size, int(protocol.clips_per_run * PILOT_CLIPS_SHARE)))
-        drawn = draw_run_pools([pilot], p, 1, workers, progress)
+        p, drawn = pilots[preset], pools.pop(preset)
         r = pretrain_run(pilot, p, 0, drawn["pools"][PILOT, 0], data, device, out / "pilot" / f"{preset}-{PILOT}-seed0",
                          progress)
         check = loss_check({(f"{PILOT} ({preset})", 0): r["run"]})[0]
@@ -425,7 +427,7 @@ def run_pilot(out: str | Path, protocol: GpuProtocol, device: str = "cuda", data
              "run": str(r["run"])}
         m["fits"] = fitted_clips(m["clips_per_s"], study_seconds_left(protocol, m, evaluation_s), study_runs(protocol),
                                  protocol.batch_size)[1]
-        measured[preset], pilots[preset], runs[f"{PILOT} ({preset})", 0] = m, p, r["run"]
+        measured[preset], runs[f"{PILOT} ({preset})", 0] = m, r["run"]
     preset = pick_preset(measured, {name: m["fits"] for name, m in measured.items()})
     base_steps, ladder, cut = getattr(protocol.evaluation, FINETUNE_STEPS), [], False
     calls = {(SCRATCH, s): None for s in range(protocol.seeds)} | {(PILOT, 0): measured[preset]["run"]}
