@@ -41,7 +41,7 @@ from .study_report import (
 
 # the pilot picks one (PILOT_RULES["preset"]) of those at the prepared data's size: at 64 px micro8 (8 px
 # patches, 256 tokens) or micro (16 px, 64 tokens; the CPU study's). tiny takes 112 px clips, whose data
-# (~3x the 64 px data's 23 MiB) would not travel within the device's 64 MiB
+# (~3x the 64 px data's 17 MiB) would not travel beside the wheels within the device's 64 MiB
 CANDIDATE_PRESETS = ("micro8", "micro", "tiny")
 MIN_CLIPS, MAX_CLIPS = 5_000_000, 10_000_000   # clip presentations per run: the floor, and 10^7 if it fits
 PILOT_CLIPS_SHARE = 0.2                     # a pilot pretraining run sees this share of clips_per_run
