@@ -37,7 +37,9 @@ TINY = dataclasses.replace(dry_run_settings(), view_batch=16)
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    return write_device_data(tmp_path_factory.mktemp("devdata"), size=SIZE)
+    """ROOT/devdata, with the embedded scenes it was decoded from kept beside it in ROOT/embedded."""
+    root = tmp_path_factory.mktemp("device")
+    return write_device_data(root / "devdata", size=SIZE, embedded=root / "embedded")
 
 
 # ---- the data ------------------------------------------------------------------------------------
@@ -55,6 +57,33 @@ def test_device_data_holds_the_scenes_as_the_cpu_study_decodes_them(data):
         assert s.group == f"eval/{s.name}"                   # one fold group per scene
     # natural pretraining and evaluation never share a scene part: different frames of a scene at most
     assert len({s.name for s in scenes}) == len(scenes)
+
+
+def test_device_examples_are_the_cpu_studys(data):
+    # the CPU study's path, independently: its probes' views decoded from the embedded files (eval.features),
+    # its folds by scene over the file paths (eval.splits); against the device data and its examples
+    from eval.features import ExampleSpec, item_views, video_examples
+    from eval.splits import group_folds, source_group
+    from smile_synth.video import VideoItem, decode_frames
+
+    ev = DeviceEvaluations(data, "micro", "cpu", TINY)
+    speed = ev.task_data(TINY)["speed"]
+    scenes = load_eval_scenes(data)
+    paths = [data.parent / "embedded" / "eval" / f"{s.name}.mp4" for s in scenes]
+    for v, path in enumerate(paths):
+        cpu = video_examples("speed", v, VideoItem(path), 8, 1, TINY.windows, 1)
+        mine = np.flatnonzero(speed.probe.videos == v)
+        assert [e.label for e in cpu] == speed.probe.labels[mine].tolist()
+        assert np.array_equal(np.stack([e.clips[0] for e in cpu]), speed.probe.clips[mine, 0])
+        views = item_views(VideoItem(path), cpu[:1], ExampleSpec("speed", 8, SIZE, 1, TINY.windows, 1, 1))[0, 0]
+        index = speed.probe.subset(mine[:1]).on(speed.view_store)[0, 0]
+        assert np.array_equal(speed.view_store.frames[index].numpy(), views)      # the very pixels the CPU probes see
+        h, w = speed.train_store.hw[v].tolist()                                    # ... and its fine-tuning decodes
+        wide = decode_frames(path, cpu[0].clips[0], short_side=train_short_side(SIZE))
+        assert np.array_equal(speed.train_store.frames[index][:, :h, :w].numpy(), wide)
+    for seed in range(3):
+        cpu_fold = group_folds(np.array([source_group(p) for p in paths]), np.zeros(len(paths), np.int64), 2, seed)
+        assert np.array_equal(group_folds(speed.groups, np.zeros(len(paths), np.int64), 2, seed), cpu_fold)
 
 
 def test_device_data_is_skipped_when_written_and_refused_when_missing(data, tmp_path):
