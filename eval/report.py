@@ -96,10 +96,12 @@ def markdown(rows: list[dict], runs_info: dict[str, dict], title: str, notes: li
     cells = aggregate(rows)
     chance = _chance(cells, cols)
     metric = {c: column_metric(cells, c) for c in cols}
-    epe = " EPE columns: end-point error (px/frame), lower is better; their chance row is the mean-flow baseline." \
-        if EPE in metric.values() else ""
+    legend = ["Top-1 accuracy (%)"] if TOP1 in metric.values() else []
+    if EPE in metric.values():
+        legend.append("EPE columns: end-point error (px/frame), lower is better; their chance row is the mean-flow "
+                      "baseline")
     lines = [f"# {title}", "", *notes, "",
-             f"Top-1 accuracy (%), mean ± std over seeds (n = number of seeds).{epe}", "",
+             f"{'; '.join(legend)}; mean ± std over seeds (n = number of seeds).", "",
              "| run | pretraining saw | " + " | ".join(cols) + " |",
              "|---|---|" + "---:|" * len(cols)]
     for run in runs:
