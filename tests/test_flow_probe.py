@@ -145,3 +145,24 @@ def test_compare_flow_alone_needs_an_encoder(tmp_path):
 
     with pytest.raises(UserError, match="--task flow compares encoders"):
         CompareConfig(tasks=("flow",), out=str(tmp_path)).validate()
+
+
+def test_report_shows_top1_and_epe_columns_side_by_side(tmp_path):
+    from eval.report import aggregate, bar_chart, markdown, write_csv
+
+    rows = []
+    for run, shift in (("a", 0.1), ("b", 0.0)):
+        for seed in range(2):
+            rows.append(dict(run=run, seed=seed, task="speed", probe="linear", top1=0.5 + shift + 0.1 * seed, chance=1 / 3))
+            rows.append(dict(run=run, seed=seed, task="flow", probe="ridge", metric="epe", epe=0.07 + shift / 10,
+                             chance=0.08 + 0.002 * seed, top1=None))
+    cells = aggregate(rows)
+    assert cells["a", "speed/linear"]["mean"] == pytest.approx(0.65)
+    assert cells["a", "flow/ridge"]["mean"] == pytest.approx(0.08) and cells["a", "flow/ridge"]["metric"] == "epe"
+    assert cells["b", "flow/ridge"]["chance"] == pytest.approx(0.081)          # the seeds' baselines, averaged
+    text = markdown(rows, {}, "t", [])
+    assert "| a | " in text and "65.0 ± 7.1 (n=2)" in text and "0.080 ± 0.000 (n=2)" in text
+    assert "| chance | | 33.3 | 0.081 |" in text and "lower is better" in text
+    bar_chart(rows, tmp_path / "r.png", "t")
+    write_csv(rows, {}, tmp_path / "r.csv")
+    assert (tmp_path / "r.png").stat().st_size > 0 and "flow/ridge mean" in (tmp_path / "r.csv").read_text()
