@@ -234,3 +234,27 @@ def test_pretrain_on_flow_shards_and_plain_shards_stop_in_one_line(tmp_path, tra
                          batch_size=2, workers=0, out=str(out), progress=False, log_every=1).validate()
     assert trainer.pretrain(cfg)["steps"] == 2
     assert all(np.isfinite(r["loss"]) for r in read_log(out))
+
+
+def test_train_step_feeds_the_batch_flow_and_weights_to_the_loss(monkeypatch):
+    from training import engine
+    from training.masking import MaskSpec, TrajectoryMasker
+    from training.models import build_student
+
+    cfg = PretrainConfig(recipe="black+objects", target="flow", frames=FRAMES, size=SIZE, steps=1,
+                         multiple_sampling=True).validate()
+    model = build_student("tiny", size=SIZE, frames=FRAMES, target_dim=4)
+    target = build_target(cfg, model.cfg.grid, 2, 16, torch.device("cpu"))
+    batch = BatchStream(RenderSource("black+objects", FRAMES, SIZE, annotations=("flow",)), 3, 2, 16).batch(0)
+    seen = {}
+
+    def capture(model, video, target, mask, weight=None):
+        seen.update(target=target, mask=mask, weight=weight)
+        return video.sum() * 0
+
+    monkeypatch.setattr(engine, "loss_fn", capture)
+    _, trivial = engine.train_step(model, target, TrajectoryMasker(MaskSpec("tube", 0.5), model.cfg.grid), batch, cfg,
+                                   torch.device("cpu"), None, torch.Generator().manual_seed(1))
+    assert torch.equal(seen["target"], torch.cat([batch["flow"]] * 2))          # two samplings of the same clips
+    assert torch.equal(seen["weight"], torch.cat([batch["flow_weight"]] * 2))
+    assert torch.allclose(trivial, trivial_loss(seen["target"], seen["mask"], seen["weight"]))
