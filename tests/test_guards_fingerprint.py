@@ -59,11 +59,15 @@ def test_every_value_in_the_spec_changes_the_fingerprint(key):
 
 def test_the_spec_holds_every_content_setting_of_generate():
     fields = {f.name for f in dataclasses.fields(GenerateConfig)}
-    assert set(BASE.spec()) == (fields - NOT_CONTENT) | {"format_version"}
+    annotated = dataclasses.replace(BASE, annotations=("flow",))
+    assert set(annotated.spec()) == (fields - NOT_CONTENT) | {"format_version"}
+    # annotations stay out of a plain dataset's spec, so datasets made before them keep their fingerprint
+    assert set(BASE.spec()) == (fields - NOT_CONTENT - {"annotations"}) | {"format_version"}
 
 
 @pytest.mark.parametrize("name,value", [("seed", 1), ("n", 3), ("frames", 3), ("size", 48), ("shard_size", 1),
-                                        ("codec", "jpeg"), ("recipe", recipe("noise+objects"))])
+                                        ("codec", "jpeg"), ("recipe", recipe("noise+objects")),
+                                        ("annotations", ("flow",)), ("annotations", ("flow", "tracks"))])
 def test_every_content_setting_changes_the_config_fingerprint(name, value):
     assert dataclasses.replace(BASE, **{name: value}).fingerprint != BASE.fingerprint
 
