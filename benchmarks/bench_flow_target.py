@@ -10,19 +10,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import time
 
+from eval.gpu_study import cpu_model
 from generators.recipes import get_recipe
 from training.data import BatchStream, RenderSource
 from training.flow_target import batch_token_flow
 
 BATCH = 8
-
-
-def cpu_model() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "?")
 
 
 def batch_seconds(stream: BatchStream, step: int) -> float:

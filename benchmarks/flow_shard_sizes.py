@@ -14,7 +14,6 @@ import argparse
 import dataclasses
 import os
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import cv2
 
 cv2.setNumThreads(1)
 
+from eval.gpu_study import cpu_model
 from generators import get_recipe, render_clip
 from smile_synth.shard_annotations import FLOW_MEMBER, TRACKS_MEMBER
 from smile_synth.shards import ShardWriter, encode_sample, sample_key
@@ -55,11 +55,6 @@ def shard_bytes(clips, folder: Path, name: str) -> tuple[int, list[dict[str, byt
         samples.append(sample)
     writer.commit()
     return (folder / f"{name}.tar").stat().st_size, samples, seconds
-
-
-def cpu_model() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "?")
 
 
 def main() -> None:
