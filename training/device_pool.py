@@ -73,11 +73,12 @@ def step_rng(seed: int, step: int, salt: int) -> np.random.Generator:
     return np.random.default_rng([seed, step, salt])
 
 
-def as_batch(step: int, video: torch.Tensor, objects: torch.Tensor, tubelet: int, patch: int) -> dict:
+def as_batch(step: int, video: torch.Tensor, objects: torch.Tensor | None, tubelet: int, patch: int) -> dict:
     """BatchStream's batch dict of clips painted on the device: video uint8 (B, T, S, S, 3), objects
-    bool (B, T, S, S) -> coverage float32 (B, N)."""
-    return {"video": video, "coverage": object_token_coverage(objects, tubelet, patch), "bad": 0, "step": step,
-            "error": None}
+    bool (B, T, S, S) -> coverage float32 (B, N); objects None (clips without objects: tube masks) ->
+    coverage None."""
+    coverage = None if objects is None else object_token_coverage(objects, tubelet, patch)
+    return {"video": video, "coverage": coverage, "bad": 0, "step": step, "error": None}
 
 
 class PoolBatches:
@@ -156,8 +157,7 @@ class NaturalBatches:
     def batch(self, step: int) -> dict:
         clips = self.clips(step)
         if self.overlay is None:
-            objects = torch.zeros(clips.shape[:4], dtype=torch.bool, device=self.device)
-            return {**as_batch(step, clips, objects, self.tubelet, self.patch), "coverage": None}
+            return as_batch(step, clips, None, self.tubelet, self.patch)
         rows = step_rng(self.seed, step, OBJECTS_SALT).integers(0, len(self.overlay.counts), self.batch_size)
         out = rasterise(self.overlay.take(rows), self.device, clips)
         return as_batch(step, out.video, out.objects(), self.tubelet, self.patch)
