@@ -167,14 +167,14 @@ def draw_run_pools(plan: list[Regime], protocol: GpuProtocol, seeds: int, worker
     """(regime, seed) -> its numpy pool (BatchPlan), all planned at once on `workers` processes."""
     from training.device_pool import draw_pools
 
-    keys = [(r.name, seed) for seed in range(seeds) for r in plan if pool_spec(r, protocol, seed) is not None]
-    specs = [pool_spec(next(r for r in plan if r.name == name), protocol, seed) for name, seed in keys]
+    specs = {(r.name, seed): spec for seed in range(seeds) for r in plan
+             if (spec := pool_spec(r, protocol, seed)) is not None}
     t = time.perf_counter()
-    pools = draw_pools(specs, workers)
-    dt, n = time.perf_counter() - t, sum(s.clips for s in specs)
+    pools = draw_pools(list(specs.values()), workers)
+    dt, n = time.perf_counter() - t, sum(s.clips for s in specs.values())
     echo(progress, f"pools: {n} plans ({len(specs)} pools of {protocol.pool_size}) in {dt:.1f}s = "
                    f"{n / max(dt, 1e-9):.0f} plans/s on {max(1, workers)} processes")
-    return {"pools": dict(zip(keys, pools)), "seconds": dt, "plans": n}
+    return {"pools": dict(zip(specs, pools)), "seconds": dt, "plans": n}
 
 
 def pretrain_config(regime: Regime, protocol: GpuProtocol, seed: int, out: Path):
@@ -213,8 +213,8 @@ def pretrain_run(regime: Regime, protocol: GpuProtocol, seed: int, pool, data: P
         pretrain_on(cfg, device, batches)
         del held
     seconds = time.perf_counter() - t
-    windows = [r["clips_per_s"] for r in read_log(out / "log.jsonl")[1:]] or \
-              [r["clips_per_s"] for r in read_log(out / "log.jsonl")]
+    log = read_log(out / "log.jsonl")
+    windows = [r["clips_per_s"] for r in (log[1:] or log)]
     rate = float(np.median(windows)) if windows else float("nan")
     echo(progress, f"pretrain {regime.name} seed {seed}: {protocol.steps} steps x {protocol.batch_size} clips in "
                    f"{seconds:.1f}s, {rate:.0f} clips/s steady")
