@@ -14,30 +14,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import subprocess
 import time
 
 import numpy as np
 import torch
 
+from bench_device import median_seconds, synchronize   # benchmarks/ is sys.path[0] when run as a script
 
-def cpu_model() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "?")
-
-
-def median_seconds(fn, repeats: int, sync) -> float:
-    times = []
-    for _ in range(repeats):
-        sync()
-        t = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+from eval.gpu_study import cpu_model
 
 
-def batch_ratio(ev, settings, repeats: int, sync) -> None:
+def batch_ratio(ev, settings, repeats: int) -> None:
     from eval.finetune.data import ClipAugment
 
     d = ev.task_data(settings)["speed"]
@@ -55,8 +42,9 @@ def batch_ratio(ev, settings, repeats: int, sync) -> None:
         torch.stack([augment(f, k) for k, f in enumerate(host)])
 
     video, _ = ev._training_clips(d, train, 1, 0, settings)
-    cpu_s = median_seconds(per_clip, repeats, lambda: None)
-    dev_s = median_seconds(lambda: video(0), repeats, sync)
+    cpu_s = median_seconds(per_clip, repeats, torch.device("cpu"))
+    synchronize(ev.device)                          # the draws above: not part of the timed crops
+    dev_s = median_seconds(lambda: video(0), repeats, ev.device)
     print(f"one step's batch ({C} clips of {ev.student.frames} x {size} px): per-clip ClipAugment {1e3 * cpu_s:.1f} ms, "
           f"device crop {1e3 * dev_s:.2f} ms on {ev.device}: {cpu_s / dev_s:.1f}x (median of {repeats})")
 
@@ -71,7 +59,6 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--repeats", type=int, default=5)
     a = p.parse_args()
-    sync = torch.cuda.synchronize if a.device.startswith("cuda") else (lambda: None)
     print(f"CPU: {cpu_model()}; torch threads {torch.get_num_threads()}"
           + (f"; GPU: {torch.cuda.get_device_name()}" if a.device.startswith("cuda") else ""))
     settings = dataclasses.replace(DeviceEvalSettings(), finetune_steps=a.steps)
@@ -79,7 +66,7 @@ def main() -> None:
     ev = DeviceEvaluations(a.data, a.preset, a.device, settings)
     print(f"examples built once: {time.perf_counter() - t:.1f} s "
           + ", ".join(f"{k} {len(v.train)} training / {len(v.probe)} probe examples" for k, v in ev.task_data(settings).items()))
-    batch_ratio(ev, settings, a.repeats, sync)
+    batch_ratio(ev, settings, a.repeats)
     t = time.perf_counter()
     rows = ev.evaluate(None, 0)
     total = time.perf_counter() - t
