@@ -61,9 +61,9 @@ def decode_annotations(sample: dict[str, bytes], T: int, H: int, W: int) -> dict
         data = zlib.decompress(sample[FLOW_MEMBER])
         n = (T - 1) * H * W * 2                                            # values per flow field
         nbits = 3 * (T - 1) * H * W
-        if len(data) != 2 * 2 * n + -(-nbits // 8):
-            raise ValueError(f"{FLOW_MEMBER} holds {len(data)} bytes, a {T}x{H}x{W} clip's flow needs "
-                             f"{4 * n + -(-nbits // 8)}")
+        need = 2 * 2 * n + -(-nbits // 8)                                  # two float16 fields, then the bits
+        if len(data) != need:
+            raise ValueError(f"{FLOW_MEMBER} holds {len(data)} bytes, a {T}x{H}x{W} clip's flow needs {need}")
         fields["flow"], fields["flow_back"] = flow_from_bytes(data[:4 * n], (2, T - 1, H, W, 2))
         masks = np.unpackbits(np.frombuffer(data, np.uint8, offset=4 * n), count=nbits).view(bool)
         for name, mask in zip(FLOW_MASKS, masks.reshape(3, T - 1, H, W)):
