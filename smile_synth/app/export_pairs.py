@@ -31,8 +31,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
+from smile_synth.atomic import ensure_writable_folder, replacing, write_json_atomic
 from smile_synth.errors import UserError
+from smile_synth.flow_io import flo_bytes, kitti_png_bytes
 
 FORMATS = ("flo", "kitti")
 IMAGE_FORMATS = ("png", "ppm")
@@ -70,8 +73,6 @@ def mask_png(mask: np.ndarray) -> bytes:
 
 
 def write_file(path: Path, data: bytes) -> None:
-    from smile_synth.atomic import replacing
-
     with replacing(path, len(data)) as tmp:
         tmp.write_bytes(data)
 
@@ -85,8 +86,6 @@ def pair_files(fmt: str, pair: str, ext: str) -> tuple[str, str, str]:
 
 def write_pairs(clip, out: Path, fmt: str, ext: str, done: Exported) -> None:
     """Write every consecutive pair of one annotated clip and note them in `done`."""
-    from smile_synth.flow_io import flo_bytes, kitti_png_bytes
-
     frames = [image_bytes(f, ext) for f in clip.video]      # each frame once: it is img2 of one pair, img1 of the next
     index = clip.meta.get("index", -1)
     for t in range(clip.num_frames - 1):
@@ -112,8 +111,6 @@ def write_pairs(clip, out: Path, fmt: str, ext: str, done: Exported) -> None:
 
 def check_out(out: Path) -> Path:
     """OUT new or empty (an export never mixes with other files); created, and proven writable."""
-    from smile_synth.atomic import ensure_writable_folder
-
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {out} is not an empty folder; export-pairs writes into a new or empty one "
                         "(remove it or choose another)")
@@ -134,10 +131,7 @@ def expected_clips(shards: Path, n: int | None) -> int | None:
 def export_pairs(shards: str | Path, out: str | Path, fmt: str = "flo", n: int | None = None, ext: str = "png",
                  progress: bool = True) -> Exported:
     """Write the pairs of up to `n` clips (all when None) of `shards` into `out` (see the module docstring)."""
-    from tqdm import tqdm
-
-    from smile_synth.atomic import write_json_atomic
-    from smile_synth.shards import decode_sample, iter_samples
+    from smile_synth.shards import decode_sample, iter_samples   # here: the shard reader brings PyAV
 
     shards, out = Path(shards), check_out(Path(out))
     done = Exported()
