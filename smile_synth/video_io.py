@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-import av
 import cv2
 import numpy as np
 
@@ -42,6 +41,7 @@ class H264Encoder:
     """
 
     def __init__(self, width: int, height: int, codec: Codec = DEFAULT_CODEC):
+        import av   # here, not at import: code that never encodes or decodes (the GPU study's device) needs no PyAV
         cc = av.CodecContext.create("libx264", "w")
         cc.width, cc.height, cc.pix_fmt = width, height, "yuvj444p"
         cc.time_base = Fraction(1, 25)
@@ -52,6 +52,7 @@ class H264Encoder:
 
     def encode(self, video: np.ndarray) -> bytes:
         """uint8 (T, H, W, 3) RGB -> a self-contained Annex-B H.264 stream."""
+        import av
         T, H, W, _ = video.shape
         ycc = cv2.cvtColor(video.reshape(T * H, W, 3), cv2.COLOR_RGB2YCrCb).reshape(T, H, W, 3)  # full-range BT.601
         out = []
@@ -95,6 +96,7 @@ def decode_video(data: bytes, extension: str = "h264") -> np.ndarray:
         return _decode_jpeg(data)
     if extension != "h264":
         raise ValueError(f"unknown video extension {extension!r}")
+    import av
     frames = []
     try:
         cc = av.CodecContext.create("h264", "r")

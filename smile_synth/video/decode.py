@@ -25,7 +25,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
-import av
 import cv2
 import numpy as np
 
@@ -70,7 +69,12 @@ def _file_key(path: Path) -> tuple[str, int, int]:
     return str(path), st.st_mtime_ns, st.st_size
 
 
-_DECODE_ERRORS = (av.error.FFmpegError, OSError, EOFError, ValueError, RuntimeError, IndexError, cv2.error)
+def _decode_errors() -> tuple[type[BaseException], ...]:
+    """What reading a video can raise. PyAV is imported when a video is read, not when this module is: code
+    that lists videos or reads decoded arrays (the GPU study on its device) needs no PyAV. An except
+    clause evaluates this only once an exception is raised, after PyAV was imported to read."""
+    import av
+    return (av.error.FFmpegError, OSError, EOFError, ValueError, RuntimeError, IndexError, cv2.error)
 
 
 @contextmanager
@@ -80,7 +84,7 @@ def _bad_video(path: Path):
         yield
     except BadVideo:
         raise
-    except _DECODE_ERRORS as e:
+    except _decode_errors() as e:
         reason = " ".join(str(e).split()) or type(e).__name__
         raise BadVideo(f"{path}: cannot decode ({type(e).__name__}: {reason})") from e
 
@@ -95,6 +99,7 @@ def _open(path: Path):
     """(container, first video stream), decoding on one thread: parallelism comes from DataLoader worker
     processes, and PyAV's default (slice threads, one per core) measured no faster on 2 cores while
     oversubscribing the workers' cores."""
+    import av
     container = av.open(str(path))
     try:
         s = _video_stream(container, path)
@@ -110,6 +115,7 @@ def decoded_frames(container, s):
 
     A file cut short (an interrupted download with its index at the front) or with a damaged tail then
     reads as a shorter video instead of a lost one; an error before any frame still raises."""
+    import av
     frames = container.decode(s)
     good = False
     while True:
@@ -399,7 +405,7 @@ def _seek_partial(container, s, path: Path, key: tuple, needed: np.ndarray,
     CACHE.store_length(key, len(index.pts))  # the frames that show
     try:
         got = _decode_after_seek(container, s, path, index, needed, short_side)
-    except _DECODE_ERRORS:
+    except _decode_errors():
         return None, True  # decoding from the first frame says whether the file itself is bad
     if got is NOT_A_KEYFRAME:
         CACHE.store_seek_index(key, index._replace(landings_exact=False))
