@@ -111,6 +111,12 @@ def remove_stale_temporaries(folder: str | Path, pattern: str = "*") -> list[Pat
     return removed
 
 
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """`data` at `path`, written whole or not at all (a full disk is one line naming the bytes needed)."""
+    with replacing(path, len(data)) as tmp:
+        tmp.write_bytes(data)
+
+
 def write_json_atomic(path: str | Path, data: Any) -> None:
     """`data` as indented, key-sorted JSON at `path`, written whole or not at all."""
     with replacing(path) as tmp:

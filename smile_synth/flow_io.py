@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .atomic import replacing
+from .atomic import write_bytes_atomic
 
 FLO_MAGIC = 202021.25
 FLO_HEADER = struct.Struct("<fii")          # magic, width, height
@@ -39,9 +39,7 @@ def flo_bytes(flow: np.ndarray) -> bytes:
 
 def write_flo(path: str | Path, flow: np.ndarray) -> None:
     """Write float (H, W, 2) flow as a Middlebury .flo file, whole or not at all."""
-    data = flo_bytes(flow)
-    with replacing(path, len(data)) as tmp:
-        tmp.write_bytes(data)
+    write_bytes_atomic(path, flo_bytes(flow))
 
 
 def read_flo(path: str | Path) -> np.ndarray:
@@ -85,9 +83,7 @@ def kitti_png_bytes(flow: np.ndarray, valid: np.ndarray) -> bytes:
 
 def write_kitti_png(path: str | Path, flow: np.ndarray, valid: np.ndarray) -> None:
     """Write flow and validity as a KITTI 16-bit flow PNG, whole or not at all."""
-    data = kitti_png_bytes(flow, valid)
-    with replacing(path, len(data)) as tmp:
-        tmp.write_bytes(data)
+    write_bytes_atomic(path, kitti_png_bytes(flow, valid))
 
 
 def read_kitti_png(path: str | Path) -> tuple[np.ndarray, np.ndarray]:

@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from smile_synth.atomic import ensure_writable_folder, replacing, write_json_atomic
+from smile_synth.atomic import ensure_writable_folder, write_bytes_atomic, write_json_atomic
 from smile_synth.errors import UserError
 from smile_synth.flow_io import flo_bytes, kitti_png_bytes
 
@@ -72,11 +72,6 @@ def mask_png(mask: np.ndarray) -> bytes:
     return data.tobytes()
 
 
-def write_file(path: Path, data: bytes) -> None:
-    with replacing(path, len(data)) as tmp:
-        tmp.write_bytes(data)
-
-
 def pair_files(fmt: str, pair: str, ext: str) -> tuple[str, str, str]:
     """(img1, img2, flow) of pair id `pair`, relative to OUT."""
     if fmt == "flo":
@@ -94,15 +89,15 @@ def write_pairs(clip, out: Path, fmt: str, ext: str, done: Exported) -> None:
             raise UserError(f"more than {10 ** PAIR_DIGITS} pairs; export fewer clips with --n")
         img1, img2, flow_file = pair_files(fmt, pair, ext)
         valid, occluded = clip.flow_valid[t], clip.occluded[t]
-        write_file(out / img1, frames[t])
-        write_file(out / img2, frames[t + 1])
+        write_bytes_atomic(out / img1, frames[t])
+        write_bytes_atomic(out / img2, frames[t + 1])
         if fmt == "flo":
-            write_file(out / flow_file, flo_bytes(np.where(valid[..., None], clip.flow[t], 0)))
-            write_file(out / "masks" / f"{pair}_valid.png", mask_png(valid))
-            write_file(out / "masks" / f"{pair}_occ.png", mask_png(occluded))
+            write_bytes_atomic(out / flow_file, flo_bytes(np.where(valid[..., None], clip.flow[t], 0)))
+            write_bytes_atomic(out / "masks" / f"{pair}_valid.png", mask_png(valid))
+            write_bytes_atomic(out / "masks" / f"{pair}_occ.png", mask_png(occluded))
         else:
-            write_file(out / flow_file, kitti_png_bytes(clip.flow[t], valid))
-            write_file(out / f"training/flow_noc/{pair}_10.png", kitti_png_bytes(clip.flow[t], valid & ~occluded))
+            write_bytes_atomic(out / flow_file, kitti_png_bytes(clip.flow[t], valid))
+            write_bytes_atomic(out / f"training/flow_noc/{pair}_10.png", kitti_png_bytes(clip.flow[t], valid & ~occluded))
         done.pairs.append(f"{img1} {img2} {flow_file}")
         done.split.append(VAL if index % VAL_EVERY == 0 else TRAIN)
         done.sources.append(f"{index} {t}")
@@ -158,9 +153,9 @@ def export_pairs(shards: str | Path, out: str | Path, fmt: str = "flo", n: int |
         bar.close()
     if not done.clips:
         raise UserError(f"{shards} holds no readable clips; check it with `smile-synth inspect {shards} --verify`")
-    write_file(out / "pairs.txt", "".join(f"{line}\n" for line in done.pairs).encode())
-    write_file(out / "FlyingChairs_train_val.txt", "".join(f"{code}\n" for code in done.split).encode())
-    write_file(out / "sources.txt", "".join(f"{line}\n" for line in done.sources).encode())
+    write_bytes_atomic(out / "pairs.txt", "".join(f"{line}\n" for line in done.pairs).encode())
+    write_bytes_atomic(out / "FlyingChairs_train_val.txt", "".join(f"{code}\n" for code in done.split).encode())
+    write_bytes_atomic(out / "sources.txt", "".join(f"{line}\n" for line in done.sources).encode())
     write_json_atomic(out / "export-pairs.json", {"shards": str(shards.resolve()), "format": fmt, "images": ext,
                                                   "clips": done.clips, "pairs": len(done.pairs),
                                                   "validation_pairs": done.split.count(VAL), "skipped": done.skipped})
