@@ -297,6 +297,9 @@ def run_gpu_study(out: str | Path, protocol: GpuProtocol, device: str = "cuda", 
             got, seconds = evaluate_all(evaluations, {(regime.name, seed): run}, protocol, progress)
             rows += got
             longest["evaluate"], spent["evaluate"] = max(longest["evaluate"], seconds), spent["evaluate"] + seconds
+            # the rows so far, so that a study stopped from outside (the device call's timeout) still returns them
+            write_json_atomic(out / "results.json", {"partial": True, "rows": rows, "clips_per_s": rates,
+                                                     "protocol": asdict(protocol), "skipped": skipped})
     order = {name: i for i, name in enumerate(r.name for r in plan)}
     rows.sort(key=lambda r: (order[r["run"]], r["seed"]))
     timing = {"minutes": (time.time() - t0) / 60, "pools_seconds": drawn["seconds"],
