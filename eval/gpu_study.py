@@ -15,7 +15,6 @@ writes the values they pick (pilot.md, pilot.json); they are then written into G
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from smile_synth.atomic import replacing, write_json_atomic
+from smile_synth.config import usable_cores
 from smile_synth.errors import UserError
 from smile_synth.plots import read_log
 
@@ -119,13 +119,6 @@ def dry_run(protocol: GpuProtocol) -> GpuProtocol:
 def echo(progress: bool, text: str) -> None:
     if progress:
         print(text, file=sys.stderr, flush=True)
-
-
-def default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
 
 
 def prepare_data(out: Path, data_dir: str | None, preset: str, progress: bool) -> Path:
@@ -270,7 +263,7 @@ def run_gpu_study(out: str | Path, protocol: GpuProtocol, device: str = "cuda", 
     protocol = protocol.validate()
     data = prepare_data(out, data_dir, protocol.preset, progress)
     plan = study_regimes(protocol, data)
-    drawn = draw_run_pools(plan, protocol, protocol.seeds, default_workers() if workers is None else workers, progress)
+    drawn = draw_run_pools(plan, protocol, protocol.seeds, usable_cores() if workers is None else workers, progress)
     t = time.perf_counter()
     evaluations = DeviceEvaluations(data, protocol.preset, device, protocol.evaluation)
     echo(progress, f"evaluations: examples built on {device} in {time.perf_counter() - t:.1f}s")
@@ -412,7 +405,7 @@ def run_pilot(out: str | Path, protocol: GpuProtocol, device: str = "cuda", data
     if protocol.preset not in candidates:
         raise UserError(f"the data in {data} holds {device_data_size(data)} px clips; the GPU study's preset "
                         f"{protocol.preset!r} takes {student_config(protocol.preset).size} px")
-    workers = default_workers() if workers is None else workers
+    workers = usable_cores() if workers is None else workers
     pilots = {preset: replace(protocol, preset=preset, clips_per_run=max(
         protocol.batch_size, int(protocol.clips_per_run * PILOT_CLIPS_SHARE))) for preset in candidates}
     # every pool before any device work: the planning workers are forked from a process without CUDA

@@ -135,6 +135,15 @@ MAX_SIZE = 2048      # frame side in px: far beyond any video transformer's inpu
 MAX_WORKERS = 256    # data-loading processes per training process
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one): the default number of
+    render and planning processes."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
 @dataclasses.dataclass(frozen=True)
 class Bounds:
     """The values an option may take: a finite number from `low` to `high` (None: no bound on that side),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from smile_synth.config import usable_cores
 from smile_synth.errors import UserError, one_line
 
 from .choices import PRESET_CHOICE, RegistryChoice, resolve
@@ -102,13 +103,6 @@ def given(options: dict) -> dict:
     return {k: v for k, v in options.items() if v is not None}
 
 
-def _default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
-
-
 def _env_int(name: str, default: int) -> int:
     v = os.environ.get(name)
     try:
@@ -173,7 +167,7 @@ def generate(n, out, recipe, overrides, workers, rank, world_size, annotations, 
 
         options["annotations"] = check_annotations(annotations)
     cfg = GenerateConfig(n=n, out=out, recipe=_load_recipe(recipe, overrides),
-                         workers=_default_workers() if workers is None else workers,
+                         workers=usable_cores() if workers is None else workers,
                          rank=_env_int("RANK", 0) if rank is None else rank,
                          world_size=_env_int("WORLD_SIZE", 1) if world_size is None else world_size, **given(options))
     cfg.validate()
