@@ -95,10 +95,14 @@ def item_views(item: VideoItem, examples: list[Example], spec: ExampleSpec) -> n
 
 
 @torch.no_grad()
+def encode_tokens(encoder: torch.nn.Module, views: np.ndarray) -> torch.Tensor:
+    """uint8 (B, T, H, W, 3) views -> (B, N, C) the encoder's per-token outputs (no mask)."""
+    return encoder(normalize(to_unit_video(torch.from_numpy(views))))
+
+
 def embed(encoder: torch.nn.Module, views: np.ndarray) -> np.ndarray:
     """uint8 (B, T, H, W, 3) views -> float32 (B, C) mean-pooled tokens."""
-    video = normalize(to_unit_video(torch.from_numpy(views)))
-    return encoder(video).mean(1).float().numpy()
+    return encode_tokens(encoder, views).mean(1).float().numpy()
 
 
 def extract(encoder, items: list[VideoItem], spec: ExampleSpec, batch_views: int = 32,

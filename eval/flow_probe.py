@@ -23,9 +23,9 @@ import torch
 
 from smile_synth.config import Bounds, check_bounds
 from training.flow_target import token_flow
-from training.targets import normalize, to_unit_video
 
 from .direction import glyph_sprite, gradient_background, place_sprite
+from .features import encode_tokens
 
 TASK = "flow"                        # its name as a --task of `eval` and `compare`
 PROBE = "ridge"                      # the one probe it runs (a report column: flow/ridge)
@@ -103,8 +103,7 @@ def flow_set(n: int, frames: int, size: int, seed: int, stream: int) -> tuple[np
 def token_features(encoder: torch.nn.Module, videos: np.ndarray, batch: int) -> np.ndarray:
     """uint8 (n, T, S, S, 3) -> float32 (n, N, C): the encoder's per-token outputs, no mask."""
     encoder.eval()
-    out = [encoder(normalize(to_unit_video(torch.from_numpy(videos[i:i + batch])))).float().numpy()
-           for i in range(0, len(videos), batch)]
+    out = [encode_tokens(encoder, videos[i:i + batch]).float().numpy() for i in range(0, len(videos), batch)]
     return np.concatenate(out)
 
 
