@@ -16,8 +16,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.targets import IMAGENET_MEAN, IMAGENET_STD
-
 from .tasks import span, task_examples
 
 ATTEMPTS = 10    # timm's RandomResizedCrop tries this many boxes before falling back to the centre
@@ -42,14 +40,6 @@ def frame_store(videos: list[np.ndarray], device: torch.device) -> FrameStore:
         canvas[s:s + len(v), :v.shape[1], :v.shape[2]] = v
     hw = torch.tensor([v.shape[1:3] for v in videos], dtype=torch.int64, device=device)
     return FrameStore(torch.from_numpy(canvas).to(device), hw, starts, lengths)
-
-
-def normalizer(device: torch.device):
-    """training.targets.normalize ((B, 3, T, H, W) in [0, 1] -> the student's input) with its mean and std
-    uploaded once: normalize builds them from Python lists on every call, a host-to-device copy per batch."""
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1, 1)
-    return lambda video: (video - mean) / std
 
 
 @dataclass

@@ -31,14 +31,13 @@ import torch
 
 from smile_synth.errors import UserError
 from training.models import StudentConfig, matching_preset, student_config
-from training.targets import to_unit_video
+from training.targets import normalize, to_unit_video
 
 from .device_clips import (
     Examples,
     FrameStore,
     crop_clips,
     frame_store,
-    normalizer,
     random_boxes,
     task_example_set,
     window_choices,
@@ -172,7 +171,6 @@ class DeviceEvaluations:
         self.preset = preset if isinstance(preset, str) else matching_preset(preset)
         self.device = torch.device(device)
         self.amp = autocast_dtype("auto", self.device)            # bf16 on CUDA, fp32 elsewhere
-        self.normalize = normalizer(self.device)
         size = device_data_size(root)
         if size != self.student.size:
             raise UserError(f"{root} holds clips of {size} px; the {self.preset or 'given'} student takes "
@@ -276,7 +274,7 @@ class DeviceEvaluations:
         N, P, T = index.shape
         flat, out = index.reshape(N * P, T), []
         for i in range(0, N * P, batch):
-            video = self.normalize(to_unit_video(store.frames[flat[i:i + batch]]))
+            video = normalize(to_unit_video(store.frames[flat[i:i + batch]]))
             with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
                 out.append(fn(video).float())
         return torch.cat(out).reshape(N, P, -1)
@@ -343,7 +341,7 @@ class DeviceEvaluations:
 
         def video(step: int) -> torch.Tensor:
             part = slice(step * C, (step + 1) * C)
-            return self.normalize(crop_clips(d.train_store.frames, frames[part], boxes[part], flip[part], size))
+            return normalize(crop_clips(d.train_store.frames, frames[part], boxes[part], flip[part], size))
         return video, labels
 
     # ---- probes -------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import eval.device_eval as device_eval
-from eval.device_clips import crop_clips, frame_store, normalizer, random_boxes, window_choices
+from eval.device_clips import crop_clips, frame_store, random_boxes, window_choices
 from eval.device_data import (
     MANIFEST,
     device_data_size,
@@ -138,10 +138,17 @@ def test_crop_clips_matches_cv2_resize_of_the_box_and_flips_it():
             np.testing.assert_allclose(got, ref, atol=2e-3)          # the padding never leaks in
 
 
-def test_normalizer_is_trainings_normalize():
-    from training.targets import normalize
+def test_normalize_uploads_its_statistics_once_and_standardizes():
+    from training.targets import IMAGENET_MEAN, IMAGENET_STD, normalize
     video = torch.rand(2, 3, 4, 8, 8)
-    torch.testing.assert_close(normalizer(torch.device("cpu"))(video), normalize(video))
+    expected = (video - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1, 1)
+    torch.testing.assert_close(normalize(video), expected)
+    calls = []
+    real = torch.tensor
+    with pytest.MonkeyPatch.context() as mp:         # a second call builds no tensor from Python numbers
+        mp.setattr(torch, "tensor", lambda *a, **k: calls.append(a) or real(*a, **k))
+        torch.testing.assert_close(normalize(video), expected)
+    assert calls == []
 
 
 def test_random_boxes_follow_the_crop_rule():

@@ -31,10 +31,19 @@ def to_unit_video(video: torch.Tensor) -> torch.Tensor:
     return video.permute(0, 4, 1, 2, 3).float().div_(255.0)
 
 
+_STATS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}   # (device, dtype, mean, std) -> (mean, std) tensors
+
+
 def normalize(video: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
-    """(B, 3, T, H, W) in [0, 1] -> per-channel standardized (the student's input)."""
-    m = torch.tensor(mean, device=video.device, dtype=video.dtype).view(1, 3, 1, 1, 1)
-    s = torch.tensor(std, device=video.device, dtype=video.dtype).view(1, 3, 1, 1, 1)
+    """(B, 3, T, H, W) in [0, 1] -> per-channel standardized (the student's input).
+
+    mean and std are uploaded once per device and dtype: a tensor built from Python numbers on every call is
+    a host-to-device copy per batch, which on CUDA also waits for the work queued before it."""
+    key = (video.device, video.dtype, tuple(mean), tuple(std))
+    if key not in _STATS:
+        _STATS[key] = tuple(torch.tensor(v, device=video.device, dtype=video.dtype).view(1, 3, 1, 1, 1)
+                            for v in (mean, std))
+    m, s = _STATS[key]
     return (video - m) / s
 
 
