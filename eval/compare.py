@@ -18,6 +18,7 @@ from smile_synth.config import AT_LEAST_1, check_bounds
 from smile_synth.errors import UserError
 
 from .encoders import encoder_source
+from .evaluate import EvalConfig, check_counts, split_features
 from .flow_probe import PROBE as FLOW_PROBE
 from .flow_probe import TASK as FLOW_TASK
 from .flow_probe import flow_metrics
@@ -58,10 +59,9 @@ class CompareConfig:
 
     def validate(self) -> CompareConfig:
         self.check_protocol()
-        if self.protocol == "gpu":   # its own study: the options below are not its; and no video reader (PyAV) is loaded
+        if self.protocol == "gpu":   # its own study: the options below are not its
             check_bounds(self, {"seeds": AT_LEAST_1})
             return self
-        from .evaluate import check_counts
         for t in self.tasks:
             if t not in TASKS and t != FLOW_TASK:
                 raise UserError(f"--task {t!r} is not one of {', '.join((FLOW_TASK, *TASKS))}")
@@ -139,7 +139,6 @@ def _echo(cfg: CompareConfig, text: str) -> None:
 
 def evaluate_runs(cfg: CompareConfig) -> tuple[list[dict], dict[str, dict]]:
     """Per (run, seed, task, probe) metrics rows, and what each run saw in pretraining."""
-    from .evaluate import EvalConfig, split_features
 
     reps = _replicates(cfg)
     loaded = {p: encoder_source(p, cfg.preset, 0) for ps in reps.values() for p in ps if p is not None}  # once each

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from smile_synth.errors import UserError
+from smile_synth.shards import DATASET, read_json
 
 FLOW = "flow"            # the target's name, and the annotation it needs from the generator
 PERCENT = 100.0          # target unit: percent of the clip side per frame
@@ -87,8 +88,6 @@ NEEDS_MOTION = "--target flow needs clips with known motion"
 
 def shards_have_flow(path: str) -> bool:
     """Whether the shard folder `path` was generated with --annotations flow (its dataset.json says so)."""
-    from smile_synth.shards import DATASET, read_json   # here: the shard reader brings PyAV, which training.targets avoids
-
     try:
         return FLOW in read_json(Path(path) / DATASET).get("annotations", ())
     except (OSError, ValueError, AttributeError):

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import DataLoader
@@ -27,6 +26,7 @@ from smile_synth.plots import loss_curve
 
 from .checkpoint import CHECKPOINT, load_weights, restore_training_state, resume_path, save_atomic, save_encoder
 from .config import PretrainConfig
+from .data import BatchStream, Source, build_source
 from .device_batches import DeviceBatches, render_device_for
 from .distributed import Dist, autocast_dtype, distributed_run
 from .engine import LOG_FILE, Run, run_loop
@@ -41,9 +41,6 @@ from .models import (
 )
 from .optim import build_optimizer, warmup_steps
 from .targets import Target, build_target
-
-if TYPE_CHECKING:
-    from .data import Source
 
 log = logging.getLogger(__name__)
 # batches(student, start step) -> the batches of steps start, start + 1, ... (BatchStream's dicts, on the device)
@@ -83,10 +80,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist, batches: BatchesFor | None = None) -
     target, s = build_target_and_student(cfg, d.device)     # a teacher that cannot load fails before data work
     check_fits_in_memory(f"one step's batch of {cfg.batch_size} clips of {s.frames} frames x {s.size} px",
                          cfg.batch_size * 3 * s.frames * s.size ** 2 * 4, "lower --batch-size, --frames or --size")
-    source = None                    # given batches: cfg.steps is set, and no file reader (PyAV) is loaded
-    if batches is None:
-        from .data import build_source
-        source = build_source(cfg, s)
+    source = build_source(cfg, s) if batches is None else None    # given batches: cfg.steps is set
     steps = total_steps(cfg, source, d.world)
     model = build_model(cfg, s, d.device)
     lr = peak_lr(cfg, d.world)
@@ -163,7 +157,6 @@ def build_masker(cfg: PretrainConfig, s: StudentConfig) -> TrajectoryMasker:
 def make_loader(source: Source, cfg: PretrainConfig, s: StudentConfig, d: Dist, start: int) -> Iterable[dict]:
     """This rank's batches from step `start` on, made by cfg.workers DataLoader workers (with
     --render-device: their plans, painted on that device as each batch is taken)."""
-    from .data import BatchStream
     stream = BatchStream(source, cfg.batch_size, s.tubelet, s.patch, d.rank, d.world, start)
     loader = DataLoader(stream, batch_size=None, num_workers=cfg.workers, pin_memory=d.device.type == "cuda",
                         prefetch_factor=2 if cfg.workers else None, persistent_workers=False)
